@@ -1,0 +1,583 @@
+//! The validated configuration.
+//!
+//! Two layers: [`file`] mirrors the TOML; this module checks it and produces types that cannot
+//! hold bad values. Every problem is collected with its place (`routes[1].upstream: scheme must
+//! be http or https`) before failing, and all of it happens before any socket is bound.
+//! Zero-config flags build the same [`file::FileConfig`] and go through the same validation.
+
+pub mod file;
+pub mod units;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::auth::{AuthMode, CookieName};
+use crate::routing::{MethodSet, Route, RoutePrefix, RouteTable, UpstreamBase};
+use file::{FileConfig, RouteFile};
+use units::{ByteSize, parse_duration};
+
+/// The whole validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Server-wide settings.
+    pub server: ServerSettings,
+    /// The `tracing` filter used when `RUST_LOG` is unset.
+    pub log_level: String,
+    /// The routes.
+    pub routes: RouteTable,
+}
+
+/// `[server]`, validated.
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    /// Default request body limit.
+    pub max_body: ByteSize,
+    /// Wait for the upstream's response head, counted from the last request byte sent.
+    pub upstream_timeout: Duration,
+    /// Silence allowed on a body in either direction.
+    pub idle_timeout: Duration,
+    /// Time a client has to send its request head.
+    pub header_timeout: Duration,
+    /// Time in-flight requests get on shutdown.
+    pub shutdown_grace: Duration,
+    /// Path answered by cookiegate itself; `None` when turned off.
+    pub health_path: Option<String>,
+    /// Runtime worker threads; 0 = one per CPU.
+    pub workers: usize,
+}
+
+/// Environment values the config may read, passed in so tests never touch the process
+/// environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `$COOKIEGATE_CONFIG`.
+    pub config_path: Option<PathBuf>,
+    /// `$BACKEND_URL`.
+    pub backend_url: Option<String>,
+}
+
+impl Env {
+    /// Reads the real process environment.
+    pub fn from_process() -> Self {
+        Self {
+            config_path: std::env::var_os("COOKIEGATE_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            backend_url: std::env::var("BACKEND_URL").ok().filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// Why a configuration could not be used. Setup errors: they stop the process with exit code 2.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path tried.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML or has unknown keys or wrong types.
+    #[error("{0}")]
+    Syntax(String),
+    /// One or more values are invalid; each entry names its place.
+    #[error("{} problem{} in config:\n  {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.join("\n  "))]
+    Invalid(Vec<String>),
+    /// Neither a file nor an upstream was given.
+    #[error(
+        "no configuration: pass --config PATH (or set COOKIEGATE_CONFIG), create ./cookiegate.toml, \
+         pass --upstream URL (or set BACKEND_URL), or try `cookiegate demo`"
+    )]
+    Missing,
+}
+
+/// The zero-config flags: one route built from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ZeroConfig {
+    /// `--upstream` (falls back to `$BACKEND_URL`).
+    pub upstream: Option<String>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--cookie`.
+    pub cookie: Option<String>,
+    /// `--prefix`.
+    pub prefix: Option<String>,
+}
+
+impl ZeroConfig {
+    /// The file model these flags stand for.
+    pub fn to_file(&self, env: &Env) -> FileConfig {
+        FileConfig {
+            listen: self.listen.clone(),
+            routes: vec![RouteFile {
+                prefix: Some(self.prefix.clone().unwrap_or_else(|| file::DEFAULT_PREFIX.into())),
+                upstream: self.upstream.clone().or_else(|| env.backend_url.clone()),
+                cookie: self.cookie.clone(),
+                ..RouteFile::default()
+            }],
+            ..FileConfig::default()
+        }
+    }
+}
+
+impl Config {
+    /// Parses and validates TOML text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Syntax`] for TOML errors and unknown keys, [`ConfigError::Invalid`] with
+    /// every bad value.
+    pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        let file: FileConfig =
+            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
+        Self::from_file(file)
+    }
+
+    /// Reads, parses and validates a file.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml_str`], plus [`ConfigError::Read`].
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::from_toml_str(&text).map_err(|e| match e {
+            ConfigError::Syntax(msg) => ConfigError::Syntax(format!("{}: {msg}", path.display())),
+            other => other,
+        })
+    }
+
+    /// Validates the file model.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] listing every problem.
+    pub fn from_file(file: FileConfig) -> Result<Self, ConfigError> {
+        let mut problems = Vec::new();
+
+        let listen = check(
+            &mut problems,
+            "listen",
+            file.listen
+                .as_deref()
+                .unwrap_or(file::DEFAULT_LISTEN)
+                .parse::<SocketAddr>()
+                .map_err(|_| "must be an IP address and port, like \"127.0.0.1:4000\"".into()),
+        );
+        let s = &file.server;
+        let max_body = check(
+            &mut problems,
+            "server.max_body",
+            ByteSize::parse(s.max_body.as_deref().unwrap_or(file::DEFAULT_MAX_BODY)),
+        );
+        let mut duration = |key: &str, value: &Option<String>, default: &str| {
+            check(
+                &mut problems,
+                &format!("server.{key}"),
+                parse_duration(value.as_deref().unwrap_or(default)).and_then(|d| {
+                    if d.is_zero() {
+                        Err("must be greater than zero".into())
+                    } else {
+                        Ok(d)
+                    }
+                }),
+            )
+        };
+        let upstream_timeout = duration(
+            "upstream_timeout",
+            &s.upstream_timeout,
+            file::DEFAULT_UPSTREAM_TIMEOUT,
+        );
+        let idle_timeout = duration("idle_timeout", &s.idle_timeout, file::DEFAULT_IDLE_TIMEOUT);
+        let header_timeout =
+            duration("header_timeout", &s.header_timeout, file::DEFAULT_HEADER_TIMEOUT);
+        let shutdown_grace =
+            duration("shutdown_grace", &s.shutdown_grace, file::DEFAULT_SHUTDOWN_GRACE);
+        let health_path = match s.health_path.as_deref().unwrap_or(file::DEFAULT_HEALTH_PATH) {
+            "" => Some(None),
+            path => check(
+                &mut problems,
+                "server.health_path",
+                if path.starts_with('/') && !path.contains(['?', '#', ' ']) {
+                    Ok(Some(path.to_string()))
+                } else {
+                    Err(format!("`{path}` must be a path starting with '/'"))
+                },
+            ),
+        };
+        let log_level = file
+            .log
+            .level
+            .clone()
+            .unwrap_or_else(|| file::DEFAULT_LOG_LEVEL.into());
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
+            problems.push(format!("log.level: `{log_level}` is not a log filter: {e}"));
+        }
+
+        if file.routes.is_empty() {
+            problems.push("routes: at least one [[routes]] table is needed".into());
+        }
+        let default_max_body = max_body.unwrap_or(ByteSize(0));
+        let mut routes = Vec::new();
+        for (index, route) in file.routes.iter().enumerate() {
+            if let Some(route) = validate_route(index, route, default_max_body, &mut problems) {
+                routes.push(route);
+            }
+        }
+        for (i, a) in routes.iter().enumerate() {
+            if let Some(b) = routes[..i].iter().find(|b| b.prefix == a.prefix) {
+                problems.push(format!(
+                    "routes[{}].prefix: `{}` is already used by routes[{}]",
+                    a.index,
+                    a.prefix.as_str(),
+                    b.index
+                ));
+            }
+        }
+
+        match (
+            problems.is_empty(),
+            listen,
+            max_body,
+            upstream_timeout,
+            idle_timeout,
+            header_timeout,
+            shutdown_grace,
+            health_path,
+        ) {
+            (
+                true,
+                Some(listen),
+                Some(max_body),
+                Some(upstream_timeout),
+                Some(idle_timeout),
+                Some(header_timeout),
+                Some(shutdown_grace),
+                Some(health_path),
+            ) => Ok(Config {
+                listen,
+                server: ServerSettings {
+                    max_body,
+                    upstream_timeout,
+                    idle_timeout,
+                    header_timeout,
+                    shutdown_grace,
+                    health_path,
+                    workers: s.workers.unwrap_or(0),
+                },
+                log_level,
+                routes: RouteTable::new(routes),
+            }),
+            _ => Err(ConfigError::Invalid(problems)),
+        }
+    }
+
+    /// The route table as `cookiegate check` prints it.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!("listen {}\n", self.listen);
+        let rows: Vec<[String; 6]> = self
+            .routes
+            .in_file_order()
+            .into_iter()
+            .map(|r| {
+                [
+                    r.prefix.as_str().to_string(),
+                    r.upstream.to_string(),
+                    r.auth.as_str().to_string(),
+                    if r.auth == AuthMode::None {
+                        "-".into()
+                    } else {
+                        r.cookie.as_str().to_string()
+                    },
+                    r.methods.describe(),
+                    r.max_body.to_string(),
+                ]
+            })
+            .collect();
+        let header = ["PREFIX", "UPSTREAM", "AUTH", "COOKIE", "METHODS", "MAX_BODY"];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        for row in std::iter::once(header.map(String::from)).chain(rows) {
+            let line = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ");
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        out
+    }
+}
+
+/// Keeps a value, or records its problem under `place`.
+fn check<T>(problems: &mut Vec<String>, place: &str, result: Result<T, String>) -> Option<T> {
+    match result {
+        Ok(v) => Some(v),
+        Err(msg) => {
+            problems.push(format!("{place}: {msg}"));
+            None
+        }
+    }
+}
+
+fn validate_route(
+    index: usize,
+    route: &RouteFile,
+    default_max_body: ByteSize,
+    problems: &mut Vec<String>,
+) -> Option<Route> {
+    let before = problems.len();
+    let at = |key: &str| format!("routes[{index}].{key}");
+    let prefix = check(problems, &at("prefix"),
+        route
+            .prefix
+            .as_deref()
+            .ok_or_else(|| "is required (for example \"/api/proxy\")".to_string())
+            .and_then(RoutePrefix::parse),
+    );
+    let upstream = check(problems, &at("upstream"),
+        route
+            .upstream
+            .as_deref()
+            .ok_or_else(|| {
+                "is required (for example \"http://127.0.0.1:8000\"; in zero-config mode pass \
+                 --upstream or set BACKEND_URL)"
+                    .to_string()
+            })
+            .and_then(UpstreamBase::parse),
+    );
+    let cookie = check(problems, &at("cookie"),
+        CookieName::parse(route.cookie.as_deref().unwrap_or(file::DEFAULT_COOKIE)),
+    );
+    let auth = check(problems, &at("auth"), AuthMode::parse(route.auth.as_deref().unwrap_or("required")));
+    let methods = check(problems, &at("methods"),
+        MethodSet::parse(route.methods.as_deref().unwrap_or_default()),
+    );
+    let max_body = match &route.max_body {
+        Some(text) => check(problems, &at("max_body"), ByteSize::parse(text)),
+        None => Some(default_max_body),
+    };
+    if problems.len() != before {
+        return None;
+    }
+    let auth = auth?;
+    Some(Route {
+        index,
+        prefix: prefix?,
+        upstream: upstream?,
+        cookie: cookie?,
+        auth,
+        methods: methods?,
+        max_body: max_body?,
+        forward_cookies: route.forward_cookies.unwrap_or(auth == AuthMode::None),
+    })
+}
+
+/// Where `cookiegate` (run or check) gets its configuration, in order: `--config`, then
+/// `$COOKIEGATE_CONFIG`, then zero-config flags (`--upstream`), then `./cookiegate.toml`, then
+/// `$BACKEND_URL` alone.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A TOML file.
+    File(PathBuf),
+    /// One route from flags and the environment.
+    Flags(ZeroConfig),
+}
+
+impl Source {
+    /// Picks the source.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when nothing says where to proxy to.
+    pub fn choose(
+        config: Option<PathBuf>,
+        flags: ZeroConfig,
+        env: &Env,
+    ) -> Result<Self, ConfigError> {
+        if let Some(path) = config.or_else(|| env.config_path.clone()) {
+            return Ok(Self::File(path));
+        }
+        if flags.upstream.is_some() {
+            return Ok(Self::Flags(flags));
+        }
+        let local = PathBuf::from("cookiegate.toml");
+        if local.is_file() {
+            return Ok(Self::File(local));
+        }
+        if env.backend_url.is_some() {
+            return Ok(Self::Flags(flags));
+        }
+        Err(ConfigError::Missing)
+    }
+
+    /// Loads and validates the chosen source.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`].
+    pub fn load(&self, env: &Env) -> Result<Config, ConfigError> {
+        match self {
+            Self::File(path) => Config::load(path),
+            Self::Flags(flags) => Config::from_file(flags.to_file(env)),
+        }
+    }
+
+    /// A short name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Flags(_) => "command-line flags".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn problems(text: &str) -> Vec<String> {
+        match Config::from_toml_str(text) {
+            Err(ConfigError::Invalid(p)) => p,
+            other => panic!("expected problems, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn readme_example_parses_with_its_annotated_values() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("```toml\n").expect("README has a toml block") + 8;
+        let end = start + readme[start..].find("```").expect("block ends");
+        let cfg = Config::from_toml_str(&readme[start..end]).unwrap();
+        assert_eq!(cfg.listen.to_string(), "127.0.0.1:4000");
+        assert_eq!(cfg.server.max_body, ByteSize(10 << 20));
+        assert_eq!(cfg.server.upstream_timeout, Duration::from_secs(30));
+        assert_eq!(cfg.server.idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.server.header_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(30));
+        assert_eq!(cfg.server.health_path.as_deref(), Some("/healthz"));
+        let (chatkit, rest) = cfg.routes.find("/api/chatkit").unwrap();
+        assert_eq!(rest, "");
+        assert_eq!(chatkit.upstream.base_path(), "/chatkit");
+        assert_eq!(chatkit.cookie.as_str(), "taskflow_id_token");
+        assert!(!chatkit.methods.allows(&http::Method::GET));
+        let (proxy, _) = cfg.routes.find("/api/proxy/x").unwrap();
+        assert_eq!(proxy.max_body, ByteSize(1 << 30));
+        assert_eq!(proxy.auth, AuthMode::Required);
+        assert!(!proxy.forward_cookies);
+        let (root, _) = cfg.routes.find("/page").unwrap();
+        assert_eq!(root.auth, AuthMode::None);
+        assert!(root.forward_cookies);
+    }
+
+    #[test]
+    fn defaults_apply_to_a_minimal_file() {
+        let cfg = Config::from_toml_str("[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:8000\"\n").unwrap();
+        assert_eq!(cfg.listen.to_string(), file::DEFAULT_LISTEN);
+        assert_eq!(cfg.server.max_body, ByteSize(10 << 20));
+        let (route, _) = cfg.routes.find("/api").unwrap();
+        assert_eq!(route.cookie.as_str(), "auth_token");
+        assert_eq!(route.auth, AuthMode::Required);
+        assert_eq!(route.max_body, ByteSize(10 << 20));
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_place() {
+        let found = problems(
+            r#"
+listen = "nowhere"
+[server]
+max_body = "lots"
+upstream_timeout = "0s"
+[[routes]]
+prefix = "/ok"
+upstream = "http://127.0.0.1:1"
+[[routes]]
+prefix = "api"
+upstream = "ftp://x"
+auth = "maybe"
+cookie = "a b"
+methods = ["TRACE"]
+[[routes]]
+prefix = "/ok/"
+upstream = "http://127.0.0.1:2"
+"#,
+        );
+        let expected = [
+            "listen: must be an IP address and port",
+            "server.max_body: `lots` is not a size",
+            "server.upstream_timeout: must be greater than zero",
+            "routes[1].prefix: `api` must start with '/'",
+            "routes[1].upstream: scheme must be http or https",
+            "routes[1].cookie: `a b` is not a valid cookie name",
+            "routes[1].auth: `maybe` must be one of required, optional, none",
+            "routes[1].methods: `TRACE` is never forwarded",
+            "routes[2].prefix: `/ok` is already used by routes[0]",
+        ];
+        for want in expected {
+            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        let err = Config::from_toml_str("[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\ncookies = \"x\"\n")
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::Syntax(ref m) if m.contains("unknown field `cookies`")), "{err}");
+    }
+
+    #[test]
+    fn zero_config_uses_flags_then_backend_url() {
+        let env = Env {
+            config_path: None,
+            backend_url: Some("http://127.0.0.1:9000".into()),
+        };
+        let cfg = Config::from_file(ZeroConfig::default().to_file(&env)).unwrap();
+        let (route, rest) = cfg.routes.find("/api/proxy/x").unwrap();
+        assert_eq!(rest, "/x");
+        assert_eq!(route.upstream.to_string(), "http://127.0.0.1:9000");
+        assert_eq!(route.cookie.as_str(), "auth_token");
+        let flags = ZeroConfig {
+            upstream: Some("http://127.0.0.1:1/v1".into()),
+            listen: Some("127.0.0.1:0".into()),
+            cookie: Some("sid".into()),
+            prefix: Some("/bff".into()),
+        };
+        let cfg = Config::from_file(flags.to_file(&env)).unwrap();
+        let (route, _) = cfg.routes.find("/bff/x").unwrap();
+        assert_eq!(route.upstream.base_path(), "/v1");
+        assert_eq!(route.cookie.as_str(), "sid");
+        assert_eq!(cfg.listen.port(), 0);
+        let missing = Config::from_file(ZeroConfig::default().to_file(&Env::default()));
+        assert!(matches!(missing, Err(ConfigError::Invalid(p)) if p[0].starts_with("routes[0].upstream: is required")));
+    }
+
+    #[test]
+    fn source_order_is_flag_env_upstream_local_backend() {
+        let env = Env {
+            config_path: Some("env.toml".into()),
+            backend_url: Some("http://b".into()),
+        };
+        let flags = ZeroConfig {
+            upstream: Some("http://u".into()),
+            ..ZeroConfig::default()
+        };
+        assert!(matches!(Source::choose(Some("flag.toml".into()), flags.clone(), &env), Ok(Source::File(p)) if p == Path::new("flag.toml")));
+        assert!(matches!(Source::choose(None, flags.clone(), &env), Ok(Source::File(p)) if p == Path::new("env.toml")));
+        let env = Env {
+            config_path: None,
+            ..env
+        };
+        assert!(matches!(Source::choose(None, flags, &env), Ok(Source::Flags(_))));
+    }
+}

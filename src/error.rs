@@ -1,0 +1,165 @@
+//! [`ProxyError`]: every way a request can end early, its status, and its JSON rendering.
+//!
+//! Exactly one function, [`ProxyError::to_response`], turns an error into a response. The body is
+//! `{"error": "<public message>"}`, built with `serde_json`; the public message is fixed per
+//! variant and never carries a source error's text, an upstream address, a header value or a
+//! token. Detail goes to the log, once, where the error becomes a response.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use http::{Response, StatusCode, Version};
+
+/// A boxed error from below (hyper, the network).
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Whose fault an error was: picks the log level.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// The client sent something we refuse (logged at `debug`).
+    Client,
+    /// The upstream failed (logged at `warn`).
+    Upstream,
+}
+
+/// Every way cookiegate ends a request itself.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// The request cannot be proxied as sent (not an origin-form path, bad header).
+    #[error("malformed request")]
+    BadRequest(&'static str),
+    /// The path would climb out of the upstream's base path once decoded.
+    #[error("request path refused")]
+    UnsafePath,
+    /// Several cookies carry the route's session cookie name.
+    #[error("ambiguous session cookie")]
+    AmbiguousSession,
+    /// The route needs the session cookie and there is none.
+    #[error("not authenticated")]
+    MissingSession,
+    /// The session cookie holds bytes that cannot be a header value.
+    #[error("unusable session cookie")]
+    UnusableSession,
+    /// No route's prefix matches the path.
+    #[error("no route for this path")]
+    NoRoute,
+    /// The route (or cookiegate, for CONNECT and TRACE) does not take this method.
+    #[error("method not allowed")]
+    MethodNotAllowed(HeaderValue),
+    /// The body is larger than the route's `max_body`.
+    #[error("request body too large")]
+    BodyTooLarge,
+    /// The client stopped sending its body for longer than `idle_timeout`.
+    #[error("request body timed out")]
+    BodyTimeout,
+    /// The upstream could not be reached, or broke before sending its response head.
+    #[error("upstream unreachable")]
+    UpstreamUnreachable(#[source] BoxError),
+    /// The upstream did not send its response head within `upstream_timeout`.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+}
+
+impl ProxyError {
+    /// The status this error is answered with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::BadRequest(_) | Self::UnsafePath | Self::AmbiguousSession => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::MissingSession | Self::UnusableSession => StatusCode::UNAUTHORIZED,
+            Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
+            Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
+            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+        }
+    }
+
+    /// Whose fault it was.
+    pub fn fault(&self) -> Fault {
+        match self {
+            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => Fault::Upstream,
+            _ => Fault::Client,
+        }
+    }
+
+    /// The JSON error response. `version` decides whether `Connection: close` may be added (it
+    /// is an HTTP/1 header; HTTP/2 forbids it).
+    pub fn to_response(&self, version: Version) -> Response<Bytes> {
+        let body = serde_json::json!({ "error": self.to_string() }).to_string();
+        let mut res = Response::new(Bytes::from(body));
+        *res.status_mut() = self.status();
+        let headers = res.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        match self {
+            Self::MethodNotAllowed(allow) => {
+                headers.insert(ALLOW, allow.clone());
+            }
+            // The body was left unread (or half read): the connection cannot be reused.
+            Self::BodyTooLarge | Self::BodyTimeout if version < Version::HTTP_2 => {
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
+            _ => {}
+        }
+        res
+    }
+
+    /// A short reason for the log, for variants whose public message hides it.
+    pub fn detail(&self) -> Option<&'static str> {
+        match self {
+            Self::BadRequest(why) => Some(why),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_is_json_with_a_fixed_message() {
+        let secret = "upstream-secret-host:9999 Bearer abc";
+        let cases = [
+            (ProxyError::BadRequest("x"), 400, "malformed request"),
+            (ProxyError::UnsafePath, 400, "request path refused"),
+            (ProxyError::AmbiguousSession, 400, "ambiguous session cookie"),
+            (ProxyError::MissingSession, 401, "not authenticated"),
+            (ProxyError::UnusableSession, 401, "unusable session cookie"),
+            (ProxyError::NoRoute, 404, "no route for this path"),
+            (
+                ProxyError::MethodNotAllowed(HeaderValue::from_static("GET")),
+                405,
+                "method not allowed",
+            ),
+            (ProxyError::BodyTimeout, 408, "request body timed out"),
+            (ProxyError::BodyTooLarge, 413, "request body too large"),
+            (
+                ProxyError::UpstreamUnreachable(secret.into()),
+                502,
+                "upstream unreachable",
+            ),
+            (ProxyError::UpstreamTimeout, 504, "upstream timed out"),
+        ];
+        for (err, status, message) in cases {
+            let res = err.to_response(Version::HTTP_11);
+            assert_eq!(res.status().as_u16(), status);
+            assert_eq!(res.headers()[CONTENT_TYPE], "application/json");
+            let body: serde_json::Value = serde_json::from_slice(res.body()).unwrap();
+            assert_eq!(body, serde_json::json!({ "error": message }));
+            assert!(!String::from_utf8_lossy(res.body()).contains("secret"));
+        }
+    }
+
+    #[test]
+    fn connection_close_only_on_http1() {
+        let h1 = ProxyError::BodyTooLarge.to_response(Version::HTTP_11);
+        assert_eq!(h1.headers()[CONNECTION], "close");
+        let h2 = ProxyError::BodyTooLarge.to_response(Version::HTTP_2);
+        assert!(h2.headers().get(CONNECTION).is_none());
+        let allow = ProxyError::MethodNotAllowed(HeaderValue::from_static("POST"))
+            .to_response(Version::HTTP_11);
+        assert_eq!(allow.headers()[ALLOW], "POST");
+    }
+}

@@ -1,0 +1,144 @@
+//! The `cookiegate` binary: parse arguments, load the config, run, map the outcome to an exit
+//! code (0 success, 1 runtime failure, 2 invalid config or usage).
+
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use clap::Parser;
+use cookiegate::cli::{Cli, Command};
+use cookiegate::config::{Config, Env, Source};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Some(problem) = cli.usage_error() {
+        eprintln!("error: {problem}");
+        return ExitCode::from(2);
+    }
+    match cli.command {
+        Some(Command::Check) => check(&cli),
+        Some(Command::Demo) => demo(&cli),
+        None => run(&cli),
+    }
+}
+
+/// Loads and validates the config, with `--listen` applied.
+fn load(cli: &Cli) -> Result<(Source, Config), String> {
+    let env = Env::from_process();
+    let source = Source::choose(cli.config.clone(), cli.zero_config(), &env).map_err(|e| e.to_string())?;
+    let mut config = source.load(&env).map_err(|e| e.to_string())?;
+    if let Some(listen) = &cli.listen {
+        config.listen = listen
+            .parse()
+            .map_err(|_| format!("--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\""))?;
+    }
+    Ok((source, config))
+}
+
+fn check(cli: &Cli) -> ExitCode {
+    match load(cli) {
+        Ok((source, config)) => {
+            println!("config ok: {}", source.describe());
+            print!("{}", config.describe());
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("error: {problems}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(cli: &Cli) -> ExitCode {
+    let config = match load(cli) {
+        Ok((_, config)) => config,
+        Err(problems) => {
+            eprintln!("error: {problems}");
+            return ExitCode::from(2);
+        }
+    };
+    exit_code(serve(config))
+}
+
+fn demo(cli: &Cli) -> ExitCode {
+    let listen = match cli.listen.as_deref().unwrap_or("127.0.0.1:4000").parse() {
+        Ok(addr) => addr,
+        Err(_) => {
+            eprintln!("error: --listen must be an IP address and port, like \"127.0.0.1:4000\"");
+            return ExitCode::from(2);
+        }
+    };
+    exit_code(run_runtime(0, "info", async move {
+        cookiegate::demo::run(listen, shutdown_signal())
+            .await
+            .map_err(|e| anyhow::anyhow!(e).context("demo failed"))
+    }))
+}
+
+fn serve(config: Config) -> anyhow::Result<()> {
+    let workers = config.server.workers;
+    let level = config.log_level.clone();
+    run_runtime(workers, &level, async move {
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = listener.local_addr()?;
+        let state = Arc::new(
+            cookiegate::AppState::new(config).map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
+        );
+        tracing::info!(%addr, "cookiegate listening");
+        cookiegate::serve(listener, state, shutdown_signal()).await;
+        Ok(())
+    })
+}
+
+/// Builds the runtime (`workers` = 1: single-threaded; 0: one worker per CPU), installs logging
+/// and runs `main` on it.
+fn run_runtime(workers: usize, level: &str, main: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    cookiegate::telemetry::init(level).map_err(|e| anyhow::anyhow!(e).context("cannot set up logging"))?;
+    let runtime = if workers == 1 {
+        tokio::runtime::Builder::new_current_thread().enable_all().build()
+    } else {
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if workers > 1 {
+            builder.worker_threads(workers);
+        }
+        builder.enable_all().build()
+    }
+    .context("cannot start the runtime")?;
+    runtime.block_on(main)
+}
+
+fn exit_code(result: anyhow::Result<()>) -> ExitCode {
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,231 @@
+//! One request, end to end: route -> guards -> token -> forward -> relay.
+//!
+//! [`handle`] is the whole pipeline and the only place an error becomes a response (and is
+//! logged). Checks run in this order, each refusing before anything reaches the upstream:
+//!
+//! 1. health endpoint (answered here, no route needed);
+//! 2. CONNECT and TRACE -> 405; a target that is not an origin-form path -> 400;
+//! 3. route by longest prefix -> 404; the route's methods -> 405;
+//! 4. path mapping: a remainder that could climb out of the base path -> 400;
+//! 5. a declared `Content-Length` over the route's `max_body` -> 413;
+//! 6. the session cookie -> 400 ambiguous, 401 missing or unusable;
+//! 7. forward, with the body limit and idle timer wrapping the body as it streams.
+
+pub mod body;
+pub mod forward;
+pub mod headers;
+pub mod relay;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::header::{CONTENT_TYPE, HOST, HeaderValue};
+use http::{Method, Request, Response, StatusCode, Version};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use crate::auth::{AuthMode, SessionError, extract_session};
+use crate::config::Config;
+use crate::error::{BoxError, Fault, ProxyError};
+use crate::routing::is_forwardable;
+use body::{LimitedBody, Progress};
+use forward::UpstreamClient;
+use headers::UpstreamHeaders;
+use relay::{AccessLog, ResponseBody};
+
+/// Everything a request needs, built once at startup and shared read-only.
+#[derive(Debug)]
+pub struct AppState {
+    /// The validated configuration.
+    pub config: Config,
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+}
+
+impl AppState {
+    /// Builds the state, including the upstream client.
+    ///
+    /// # Errors
+    /// When a TLS upstream is configured and no root certificates can be loaded.
+    pub fn new(config: Config) -> Result<Self, BoxError> {
+        let client = forward::build_client(config.routes.has_https(), config.server.upstream_timeout)?;
+        Ok(Self { config, client })
+    }
+}
+
+/// What we know about the client's connection, computed once per connection.
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// The TCP peer's address as a header value, for `X-Forwarded-For` and friends.
+    pub client_ip: HeaderValue,
+    /// `http` (cookiegate does not terminate TLS yet).
+    pub proto: &'static str,
+}
+
+/// Answers one request. Never fails: every error becomes a JSON response here.
+pub async fn handle(
+    state: Arc<AppState>,
+    conn: Arc<ConnInfo>,
+    req: Request<Incoming>,
+) -> Result<Response<ResponseBody>, Infallible> {
+    let start = Instant::now();
+    let version = req.version();
+    let mut log = AccessLog::begin(req.method(), req.uri().path(), start);
+    match proxy(&state, &conn, req, &mut log).await {
+        Ok(res) => Ok(res),
+        Err(err) => {
+            match err.fault() {
+                Fault::Client => tracing::debug!(
+                    status = err.status().as_u16(),
+                    error = %err,
+                    detail = err.detail(),
+                    "request refused"
+                ),
+                Fault::Upstream => tracing::warn!(
+                    status = err.status().as_u16(),
+                    error = %err,
+                    cause = %SourceChain(&err),
+                    "upstream failed"
+                ),
+            }
+            if let Some(log) = &mut log {
+                log.set_status(err.status());
+            }
+            let (parts, bytes) = err.to_response(version).into_parts();
+            Ok(Response::from_parts(parts, ResponseBody::fixed(bytes, log)))
+        }
+    }
+}
+
+async fn proxy(
+    state: &AppState,
+    conn: &ConnInfo,
+    req: Request<Incoming>,
+    log: &mut Option<AccessLog>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let config = &state.config;
+    let method = req.method();
+    let path = req.uri().path();
+
+    if config.server.health_path.as_deref() == Some(path)
+        && (method == Method::GET || method == Method::HEAD)
+    {
+        return Ok(health(log.take()));
+    }
+    if !is_forwardable(method) {
+        return Err(ProxyError::MethodNotAllowed(HeaderValue::from_static(
+            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
+        )));
+    }
+    if !path.starts_with('/') {
+        return Err(ProxyError::BadRequest("request target is not an origin-form path"));
+    }
+    let (route, rest) = config.routes.find(path).ok_or(ProxyError::NoRoute)?;
+    if let Some(log) = log {
+        log.set_route(route.prefix.shared());
+    }
+    if !route.methods.allows(method) {
+        return Err(ProxyError::MethodNotAllowed(route.methods.allow_header().clone()));
+    }
+    let uri = route
+        .upstream
+        .uri(rest, req.uri().query())
+        .map_err(|_| ProxyError::UnsafePath)?;
+    let max_body = route.max_body.as_u64();
+    if http_body::Body::size_hint(req.body())
+        .exact()
+        .is_some_and(|len| len > max_body)
+    {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let bearer = match route.auth {
+        AuthMode::None => None,
+        mode => match extract_session(req.headers(), &route.cookie) {
+            Ok(Some(token)) => Some(token.authorization()),
+            Ok(None) if mode == AuthMode::Required => return Err(ProxyError::MissingSession),
+            Ok(None) => None,
+            Err(SessionError::Ambiguous) => return Err(ProxyError::AmbiguousSession),
+            Err(SessionError::Unusable) => return Err(ProxyError::UnusableSession),
+        },
+    };
+
+    let (mut parts, incoming) = req.into_parts();
+    // HTTP/2 clients send the host as `:authority`, HTTP/1 clients as `Host`.
+    let host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    headers::to_upstream(
+        &mut parts.headers,
+        UpstreamHeaders {
+            bearer,
+            keep_client_authorization: route.auth == AuthMode::None,
+            forward_cookies: route.forward_cookies,
+            client_ip: &conn.client_ip,
+            host: host.as_ref(),
+            proto: conn.proto,
+        },
+    );
+    parts.uri = uri;
+    // We speak HTTP/1.1 to upstreams whatever the client spoke to us.
+    parts.version = Version::HTTP_11;
+    let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
+    let body = LimitedBody::new(
+        incoming,
+        max_body,
+        config.server.idle_timeout,
+        progress.clone(),
+    );
+    let upstream_req = Request::from_parts(parts, body);
+
+    let res = forward::send(
+        &state.client,
+        upstream_req,
+        config.server.upstream_timeout,
+        progress,
+    )
+    .await?;
+
+    let (mut parts, body) = res.into_parts();
+    headers::to_client(&mut parts.headers);
+    parts.version = Version::HTTP_11;
+    if let Some(log) = log {
+        log.set_status(parts.status);
+    }
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::upstream(body, config.server.idle_timeout, log.take()),
+    ))
+}
+
+fn health(mut log: Option<AccessLog>) -> Response<ResponseBody> {
+    if let Some(log) = &mut log {
+        log.set_status(StatusCode::OK);
+    }
+    let mut res = Response::new(ResponseBody::fixed(Bytes::from_static(b"{\"status\":\"ok\"}"), log));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// Displays an error's source chain (`a: b: c`) for the log.
+struct SourceChain<'e>(&'e (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for SourceChain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut next = self.0.source();
+        let mut first = true;
+        while let Some(err) = next {
+            if !first {
+                f.write_str(": ")?;
+            }
+            write!(f, "{err}")?;
+            first = false;
+            next = err.source();
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,326 @@
+//! Header policy in both directions (pure functions over a `HeaderMap`).
+//!
+//! Towards the upstream: hop-by-hop headers and every name listed in `Connection` are dropped
+//! (RFC 9110 §7.6.1); `Host` is replaced by the upstream's own; the client's `Authorization` is
+//! replaced by the session's bearer; `Cookie` is dropped unless the route forwards cookies; and
+//! client-sent forwarding headers are replaced with our own truthful values, so a client cannot
+//! pretend to be another IP. Everything else (end-to-end headers, `x-*`) goes through untouched.
+//!
+//! Towards the client: hop-by-hop headers dropped, everything else (Set-Cookie, ETag,
+//! Content-Encoding, Content-Disposition, Location, …) kept byte for byte.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Proxy-Connection` and `Keep-Alive`
+/// of RFC 2068 §19.7.1): they describe one connection and never cross a proxy.
+static HOP_BY_HOP: [HeaderName; 9] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+    header::UPGRADE,
+];
+
+/// Request headers that say who the client is or how it reached us. Clients can forge them, so
+/// they are always replaced by values cookiegate saw itself (RFC 7239 §8.1 for `Forwarded`).
+static CLIENT_FORWARDING: [HeaderName; 5] = [
+    header::FORWARDED,
+    HeaderName::from_static("x-forwarded-for"),
+    HeaderName::from_static("x-forwarded-host"),
+    HeaderName::from_static("x-forwarded-proto"),
+    HeaderName::from_static("x-real-ip"),
+];
+
+/// `x-accel-buffering: no` tells an nginx in front not to buffer an event stream.
+static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
+
+/// What the upstream request's headers must say, decided by the route and the session.
+#[derive(Debug)]
+pub struct UpstreamHeaders<'a> {
+    /// The bearer to send (`Authorization: Bearer …`), when the session had one.
+    pub bearer: Option<HeaderValue>,
+    /// Keep the client's own `Authorization` (only on `auth = "none"` routes).
+    pub keep_client_authorization: bool,
+    /// Keep the client's `Cookie` header.
+    pub forward_cookies: bool,
+    /// The client's address as cookiegate saw it (the TCP peer).
+    pub client_ip: &'a HeaderValue,
+    /// The host the client asked for (`Host`, or the HTTP/2 `:authority`).
+    pub host: Option<&'a HeaderValue>,
+    /// `http` or `https`: how the client reached cookiegate.
+    pub proto: &'static str,
+}
+
+/// Applies the request header policy in place.
+pub fn to_upstream(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) {
+    strip_hop_by_hop(headers);
+    headers.remove(header::HOST);
+    // `Expect: 100-continue` is answered by our own HTTP server; the upstream gets the body as
+    // soon as it arrives.
+    headers.remove(header::EXPECT);
+    for name in &CLIENT_FORWARDING {
+        headers.remove(name);
+    }
+    if !policy.forward_cookies {
+        headers.remove(header::COOKIE);
+    }
+    if !policy.keep_client_authorization || policy.bearer.is_some() {
+        headers.remove(header::AUTHORIZATION);
+    }
+    if let Some(bearer) = policy.bearer {
+        headers.insert(header::AUTHORIZATION, bearer);
+    }
+
+    headers.insert(&CLIENT_FORWARDING[1], policy.client_ip.clone());
+    headers.insert(&CLIENT_FORWARDING[4], policy.client_ip.clone());
+    headers.insert(&CLIENT_FORWARDING[3], HeaderValue::from_static(policy.proto));
+    let host = policy.host.filter(|h| is_plain_host(h.as_bytes()));
+    if let Some(host) = host {
+        headers.insert(&CLIENT_FORWARDING[2], host.clone());
+    }
+    if let Some(forwarded) = forwarded_value(policy.client_ip, host, policy.proto) {
+        headers.insert(header::FORWARDED, forwarded);
+    }
+}
+
+/// Applies the response header policy in place.
+pub fn to_client(headers: &mut HeaderMap) {
+    strip_hop_by_hop(headers);
+    let is_event_stream = headers
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| starts_with_ignore_case(ct.as_bytes(), b"text/event-stream"));
+    if is_event_stream {
+        headers.insert(&X_ACCEL_BUFFERING, HeaderValue::from_static("no"));
+    }
+}
+
+/// Drops the hop-by-hop headers and every header named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let mut listed: Vec<HeaderName> = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            let token = token.trim_ascii();
+            if let Ok(name) = HeaderName::from_bytes(token) {
+                if !HOP_BY_HOP.contains(&name) {
+                    listed.push(name);
+                }
+            }
+        }
+    }
+    for name in listed.iter().chain(&HOP_BY_HOP) {
+        headers.remove(name);
+    }
+}
+
+/// The client IP as a header value.
+pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
+    // An IP's text form is always a valid header value.
+    HeaderValue::from_str(&ip.to_string()).unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
+/// `Forwarded: for=…;host="…";proto=…` (RFC 7239 §4; IPv6 in quotes and brackets, §6).
+fn forwarded_value(client_ip: &HeaderValue, host: Option<&HeaderValue>, proto: &str) -> Option<HeaderValue> {
+    let ip = client_ip.to_str().ok()?;
+    let mut out = String::with_capacity(64);
+    if ip.contains(':') {
+        out.push_str("for=\"[");
+        out.push_str(ip);
+        out.push_str("]\"");
+    } else {
+        out.push_str("for=");
+        out.push_str(ip);
+    }
+    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
+        out.push_str(";host=\"");
+        out.push_str(host);
+        out.push('"');
+    }
+    out.push_str(";proto=");
+    out.push_str(proto);
+    HeaderValue::from_str(&out).ok()
+}
+
+/// Whether a `Host` value is a plain `host[:port]` we can repeat in `X-Forwarded-Host` and inside
+/// the quoted `Forwarded` host (no quotes, backslashes, spaces or commas to smuggle fields with).
+fn is_plain_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && host
+            .iter()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._~:[]".contains(b))
+}
+
+fn starts_with_ignore_case(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.len() >= needle.len() && haystack[..needle.len()].eq_ignore_ascii_case(needle)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        for (k, v) in pairs {
+            headers.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+        }
+        headers
+    }
+
+    fn policy<'a>(ip: &'a HeaderValue, host: Option<&'a HeaderValue>) -> UpstreamHeaders<'a> {
+        UpstreamHeaders {
+            bearer: Some(HeaderValue::from_static("Bearer tok")),
+            keep_client_authorization: false,
+            forward_cookies: false,
+            client_ip: ip,
+            host,
+            proto: "http",
+        }
+    }
+
+    #[test]
+    fn request_policy_strips_replaces_and_keeps() {
+        let mut headers = map(&[
+            ("host", "app.example:4000"),
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("proxy-authorization", "Basic x"),
+            ("authorization", "Bearer forged"),
+            ("cookie", "auth_token=tok; theme=dark"),
+            ("x-forwarded-for", "6.6.6.6"),
+            ("x-real-ip", "6.6.6.6"),
+            ("forwarded", "for=6.6.6.6"),
+            ("x-forwarded-host", "evil"),
+            ("x-forwarded-proto", "https"),
+            ("expect", "100-continue"),
+            ("accept", "application/json"),
+            ("accept-language", "de"),
+            ("content-type", "multipart/form-data; boundary=xyz"),
+            ("if-none-match", "\"v1\""),
+            ("range", "bytes=0-1"),
+            ("user-agent", "ua"),
+            ("x-request-id", "r1"),
+            ("x-request-id", "r2"),
+            ("content-length", "12"),
+        ]);
+        let ip = ip_header_value("203.0.113.7".parse().unwrap());
+        let host = HeaderValue::from_static("app.example:4000");
+        to_upstream(&mut headers, policy(&ip, Some(&host)));
+        for gone in ["host", "connection", "x-secret-hop", "keep-alive", "te", "upgrade", "proxy-authorization", "cookie", "expect"] {
+            assert!(headers.get(gone).is_none(), "{gone} should be stripped");
+        }
+        assert_eq!(headers["authorization"], "Bearer tok");
+        assert_eq!(headers.get_all("authorization").iter().count(), 1);
+        assert_eq!(headers["x-forwarded-for"], "203.0.113.7");
+        assert_eq!(headers["x-real-ip"], "203.0.113.7");
+        assert_eq!(headers["x-forwarded-host"], "app.example:4000");
+        assert_eq!(headers["x-forwarded-proto"], "http");
+        assert_eq!(headers["forwarded"], "for=203.0.113.7;host=\"app.example:4000\";proto=http");
+        for kept in ["accept", "accept-language", "if-none-match", "range", "user-agent", "content-length"] {
+            assert!(headers.get(kept).is_some(), "{kept} should be kept");
+        }
+        assert_eq!(headers["content-type"], "multipart/form-data; boundary=xyz");
+        assert_eq!(headers.get_all("x-request-id").iter().collect::<Vec<_>>(), ["r1", "r2"]);
+    }
+
+    #[test]
+    fn pass_through_routes_keep_client_authorization_and_cookies() {
+        let mut headers = map(&[("authorization", "Basic abc"), ("cookie", "a=1")]);
+        let ip = ip_header_value("::1".parse().unwrap());
+        let p = UpstreamHeaders {
+            bearer: None,
+            keep_client_authorization: true,
+            forward_cookies: true,
+            ..policy(&ip, None)
+        };
+        to_upstream(&mut headers, p);
+        assert_eq!(headers["authorization"], "Basic abc");
+        assert_eq!(headers["cookie"], "a=1");
+        assert_eq!(headers["forwarded"], "for=\"[::1]\";proto=http");
+        assert!(headers.get("x-forwarded-host").is_none());
+    }
+
+    #[test]
+    fn optional_route_without_session_sends_no_authorization() {
+        let mut headers = map(&[("authorization", "Bearer forged")]);
+        let ip = ip_header_value("127.0.0.1".parse().unwrap());
+        let p = UpstreamHeaders { bearer: None, ..policy(&ip, None) };
+        to_upstream(&mut headers, p);
+        assert!(headers.get("authorization").is_none());
+    }
+
+    #[test]
+    fn odd_hosts_are_not_repeated() {
+        let mut headers = HeaderMap::new();
+        let ip = ip_header_value("127.0.0.1".parse().unwrap());
+        let host = HeaderValue::from_static("a\";for=1.2.3.4");
+        to_upstream(&mut headers, policy(&ip, Some(&host)));
+        assert!(headers.get("x-forwarded-host").is_none());
+        assert_eq!(headers["forwarded"], "for=127.0.0.1;proto=http");
+    }
+
+    #[test]
+    fn response_policy_keeps_end_to_end_headers() {
+        let mut headers = map(&[
+            ("connection", "close, x-internal"),
+            ("x-internal", "1"),
+            ("transfer-encoding", "chunked"),
+            ("set-cookie", "a=1; HttpOnly"),
+            ("set-cookie", "b=2"),
+            ("etag", "\"abc\""),
+            ("cache-control", "private"),
+            ("content-disposition", "attachment; filename=\"r.pdf\""),
+            ("location", "/next"),
+            ("content-encoding", "gzip"),
+            ("content-length", "10"),
+        ]);
+        to_client(&mut headers);
+        assert!(headers.get("connection").is_none());
+        assert!(headers.get("x-internal").is_none());
+        assert!(headers.get("transfer-encoding").is_none());
+        assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
+        for kept in ["etag", "cache-control", "content-disposition", "location", "content-encoding", "content-length"] {
+            assert!(headers.get(kept).is_some(), "{kept}");
+        }
+        assert!(headers.get("x-accel-buffering").is_none());
+    }
+
+    #[test]
+    fn event_streams_get_x_accel_buffering_no() {
+        let mut headers = map(&[("content-type", "Text/Event-Stream; charset=utf-8")]);
+        to_client(&mut headers);
+        assert_eq!(headers["x-accel-buffering"], "no");
+    }
+
+    proptest! {
+        #[test]
+        fn upstream_headers_never_hold_client_forgeries(
+            names in proptest::collection::vec(prop_oneof![
+                Just("authorization"), Just("cookie"), Just("x-forwarded-for"), Just("forwarded"),
+                Just("x-real-ip"), Just("host"), Just("connection"), Just("x-custom"), Just("accept"),
+            ], 0..10),
+            value in "[a-zA-Z0-9=;,. -]{0,20}",
+        ) {
+            let mut headers = HeaderMap::new();
+            for name in &names {
+                headers.append(HeaderName::from_static(name), HeaderValue::from_str(&value).unwrap());
+            }
+            let ip = ip_header_value("10.1.2.3".parse().unwrap());
+            to_upstream(&mut headers, policy(&ip, None));
+            prop_assert_eq!(headers.get_all("authorization").iter().collect::<Vec<_>>(), vec!["Bearer tok"]);
+            prop_assert!(headers.get("cookie").is_none());
+            prop_assert!(headers.get("host").is_none());
+            prop_assert!(headers.get("connection").is_none());
+            prop_assert_eq!(headers.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["10.1.2.3"]);
+            prop_assert_eq!(headers.get_all("forwarded").iter().count(), 1);
+        }
+    }
+}

@@ -1,0 +1,198 @@
+//! Streaming the answer back to the client, and the access log line written when it ends.
+//!
+//! An upstream body is handed on frame by frame as it arrives (an SSE event reaches the client as
+//! soon as the upstream writes it). If the upstream fails mid-body the error is passed on, so
+//! hyper aborts the client's transfer instead of ending it cleanly: truncated data never looks
+//! whole. If the client goes away, hyper drops this body, which drops the upstream body and makes
+//! the upstream connection close, cancelling the upstream's work.
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, StatusCode};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::Instant;
+
+use super::body::{BodyError, IdleTimer};
+
+/// The body of every response cookiegate sends: an upstream stream or a small fixed answer.
+#[derive(Debug)]
+pub struct ResponseBody {
+    kind: Kind,
+    log: Option<AccessLog>,
+}
+
+#[derive(Debug)]
+enum Kind {
+    Fixed(Option<Bytes>),
+    Upstream { body: Incoming, idle: IdleTimer },
+}
+
+impl ResponseBody {
+    /// A fixed body (errors, health).
+    pub fn fixed(bytes: Bytes, mut log: Option<AccessLog>) -> Self {
+        let bytes = (!bytes.is_empty()).then_some(bytes);
+        if let Some(log) = &mut log {
+            // Held in memory: it is sent whole unless the connection dies first.
+            log.bytes = bytes.as_ref().map_or(0, |b| b.len() as u64);
+            log.complete = true;
+        }
+        Self {
+            kind: Kind::Fixed(bytes),
+            log,
+        }
+    }
+
+    /// The upstream's body, closed after `idle` of silence.
+    pub fn upstream(body: Incoming, idle: Duration, mut log: Option<AccessLog>) -> Self {
+        if let Some(log) = &mut log {
+            // HEAD, 204 and 304 answers have no body for hyper to poll.
+            log.complete = body.is_end_stream();
+        }
+        Self {
+            kind: Kind::Upstream {
+                body,
+                idle: IdleTimer::new(idle),
+            },
+            log,
+        }
+    }
+
+    fn count(&mut self, frame: &Frame<Bytes>) {
+        if matches!(self.kind, Kind::Fixed(_)) {
+            return;
+        }
+        if let (Some(log), Some(data)) = (&mut self.log, frame.data_ref()) {
+            log.bytes += data.len() as u64;
+        }
+    }
+}
+
+impl Body for ResponseBody {
+    type Data = Bytes;
+    type Error = BodyError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
+        // `ResponseBody` is `Unpin`: `Incoming` and `IdleTimer` both are.
+        let this = self.get_mut();
+        let polled = match &mut this.kind {
+            Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
+            Kind::Upstream { body, idle } => match Pin::new(body).poll_frame(cx) {
+                Poll::Ready(Some(Ok(frame))) => {
+                    idle.mark_active();
+                    Poll::Ready(Some(Ok(frame)))
+                }
+                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Inner(e.into())))),
+                Poll::Ready(None) => Poll::Ready(None),
+                Poll::Pending if idle.poll_expired(cx) => Poll::Ready(Some(Err(BodyError::Idle))),
+                Poll::Pending => Poll::Pending,
+            },
+        };
+        match &polled {
+            Poll::Ready(Some(Ok(frame))) => this.count(frame),
+            Poll::Ready(None) => {
+                if let Some(log) = &mut this.log {
+                    log.complete = true;
+                }
+            }
+            Poll::Ready(Some(Err(err))) => {
+                if let Some(log) = &mut this.log {
+                    log.failure = Some(match err {
+                        BodyError::Idle => "upstream body idle",
+                        _ => "upstream body failed",
+                    });
+                }
+            }
+            Poll::Pending => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Fixed(bytes) => bytes.is_none(),
+            Kind::Upstream { body, .. } => body.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Fixed(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Upstream { body, .. } => body.size_hint(),
+        }
+    }
+}
+
+/// One access log line, written when the response body is done (or dropped, when the client
+/// went away), so it can give the bytes sent and the full duration.
+///
+/// Fields are the method, the route's prefix, the path without its query (a query may hold
+/// secrets), the status, the body bytes sent and the time taken. Header values and cookies are
+/// never part of it.
+#[derive(Debug)]
+pub struct AccessLog {
+    method: Method,
+    path: Box<str>,
+    route: Option<std::sync::Arc<str>>,
+    status: u16,
+    bytes: u64,
+    start: Instant,
+    complete: bool,
+    failure: Option<&'static str>,
+}
+
+impl AccessLog {
+    /// Starts a log line if access logging is on (`cookiegate::access` at `info`); `None`
+    /// otherwise, so a disabled log costs nothing per request.
+    pub fn begin(method: &Method, path: &str, start: Instant) -> Option<Self> {
+        if !tracing::enabled!(target: "cookiegate::access", tracing::Level::INFO) {
+            return None;
+        }
+        Some(Self {
+            method: method.clone(),
+            path: path.into(),
+            route: None,
+            status: 0,
+            bytes: 0,
+            start,
+            complete: false,
+            failure: None,
+        })
+    }
+
+    /// Records the route the request matched.
+    pub fn set_route(&mut self, prefix: std::sync::Arc<str>) {
+        self.route = Some(prefix);
+    }
+
+    /// Records the response status.
+    pub fn set_status(&mut self, status: StatusCode) {
+        self.status = status.as_u16();
+    }
+}
+
+impl Drop for AccessLog {
+    fn drop(&mut self) {
+        let outcome = match (self.complete, self.failure) {
+            (true, _) => "complete",
+            (false, Some(why)) => why,
+            (false, None) => "client gone",
+        };
+        tracing::info!(
+            target: "cookiegate::access",
+            method = %self.method,
+            route = self.route.as_deref().unwrap_or("-"),
+            path = &*self.path,
+            status = self.status,
+            bytes = self.bytes,
+            elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            outcome,
+        );
+    }
+}

@@ -1,0 +1,94 @@
+//! The accept loop: connection settings, the header timeout, graceful shutdown.
+//!
+//! [`serve`] takes a bound listener and a shutdown future, so tests bind port 0 and the binary
+//! passes a signal. Each connection speaks HTTP/1.1 (keep-alive) or HTTP/2 cleartext with prior
+//! knowledge, detected from its first bytes.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
+
+/// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
+/// to `server.shutdown_grace`, and closes what is left.
+pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+    let settings = &state.config.server;
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(settings.header_timeout)
+        .keep_alive(true);
+    builder.http2().timer(TokioTimer::new());
+    let builder = Arc::new(builder);
+    let header_timeout = settings.header_timeout;
+    let grace = settings.shutdown_grace;
+
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    tokio::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            () = &mut shutdown => break,
+        };
+        // Reap finished connection tasks so the set stays as small as the live connections.
+        while connections.try_join_next().is_some() {}
+        let (stream, peer) = match accepted {
+            Ok(pair) => pair,
+            Err(err) => {
+                // Typically EMFILE: out of file descriptors. Back off instead of spinning.
+                tracing::warn!(error = %err, "accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let builder = builder.clone();
+        let watcher = graceful.watcher();
+        let state = state.clone();
+        connections.spawn(async move {
+            let _ = stream.set_nodelay(true);
+            if !first_bytes_arrive(&stream, header_timeout).await {
+                return;
+            }
+            let info = Arc::new(ConnInfo {
+                client_ip: ip_header_value(peer.ip()),
+                proto: "http",
+            });
+            let service = service_fn(move |req| proxy::handle(state.clone(), info.clone(), req));
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            if let Err(err) = watcher.watch(conn).await {
+                tracing::debug!(error = %err, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(connections = connections.len(), "shutting down: no longer accepting");
+    tokio::select! {
+        () = graceful.shutdown() => tracing::info!("all connections finished"),
+        () = tokio::time::sleep(grace) => tracing::warn!(
+            connections = connections.len(),
+            "shutdown grace period over; closing the remaining connections"
+        ),
+    }
+    connections.shutdown().await;
+}
+
+/// Waits (up to the header timeout) for a new connection's first bytes, so a client that
+/// connects and stays silent is dropped; hyper's `header_read_timeout` covers the rest of the
+/// head.
+async fn first_bytes_arrive(stream: &TcpStream, header_timeout: Duration) -> bool {
+    let mut first = [0u8; 1];
+    matches!(
+        tokio::time::timeout(header_timeout, stream.peek(&mut first)).await,
+        Ok(Ok(n)) if n > 0
+    )
+}
