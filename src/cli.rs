@@ -53,9 +53,12 @@ impl Cli {
 
     /// A usage problem with the flags given, if any.
     pub fn usage_error(&self) -> Option<&'static str> {
-        let zero_config_only = self.upstream.is_some() || self.cookie.is_some() || self.prefix.is_some();
+        let zero_config_only =
+            self.upstream.is_some() || self.cookie.is_some() || self.prefix.is_some();
         if self.config.is_some() && zero_config_only {
-            return Some("--upstream, --cookie and --prefix build a one-route config; they cannot be combined with --config");
+            return Some(
+                "--upstream, --cookie and --prefix build a one-route config; they cannot be combined with --config",
+            );
         }
         None
     }

@@ -1,6 +1,6 @@
 //! The validated configuration.
 //!
-//! Two layers: [`file`] mirrors the TOML; this module checks it and produces types that cannot
+//! Two layers: [`file`](mod@file) mirrors the TOML; this module checks it and produces types that cannot
 //! hold bad values. Every problem is collected with its place (`routes[1].upstream: scheme must
 //! be http or https`) before failing, and all of it happens before any socket is bound.
 //! Zero-config flags build the same [`file::FileConfig`] and go through the same validation.
@@ -116,7 +116,11 @@ impl ZeroConfig {
         FileConfig {
             listen: self.listen.clone(),
             routes: vec![RouteFile {
-                prefix: Some(self.prefix.clone().unwrap_or_else(|| file::DEFAULT_PREFIX.into())),
+                prefix: Some(
+                    self.prefix
+                        .clone()
+                        .unwrap_or_else(|| file::DEFAULT_PREFIX.into()),
+                ),
                 upstream: self.upstream.clone().or_else(|| env.backend_url.clone()),
                 cookie: self.cookie.clone(),
                 ..RouteFile::default()
@@ -194,11 +198,21 @@ impl Config {
             file::DEFAULT_UPSTREAM_TIMEOUT,
         );
         let idle_timeout = duration("idle_timeout", &s.idle_timeout, file::DEFAULT_IDLE_TIMEOUT);
-        let header_timeout =
-            duration("header_timeout", &s.header_timeout, file::DEFAULT_HEADER_TIMEOUT);
-        let shutdown_grace =
-            duration("shutdown_grace", &s.shutdown_grace, file::DEFAULT_SHUTDOWN_GRACE);
-        let health_path = match s.health_path.as_deref().unwrap_or(file::DEFAULT_HEALTH_PATH) {
+        let header_timeout = duration(
+            "header_timeout",
+            &s.header_timeout,
+            file::DEFAULT_HEADER_TIMEOUT,
+        );
+        let shutdown_grace = duration(
+            "shutdown_grace",
+            &s.shutdown_grace,
+            file::DEFAULT_SHUTDOWN_GRACE,
+        );
+        let health_path = match s
+            .health_path
+            .as_deref()
+            .unwrap_or(file::DEFAULT_HEALTH_PATH)
+        {
             "" => Some(None),
             path => check(
                 &mut problems,
@@ -300,7 +314,9 @@ impl Config {
                 ]
             })
             .collect();
-        let header = ["PREFIX", "UPSTREAM", "AUTH", "COOKIE", "METHODS", "MAX_BODY"];
+        let header = [
+            "PREFIX", "UPSTREAM", "AUTH", "COOKIE", "METHODS", "MAX_BODY",
+        ];
         let mut widths = header.map(str::len);
         for row in &rows {
             for (w, cell) in widths.iter_mut().zip(row) {
@@ -339,14 +355,18 @@ fn validate_route(
 ) -> Option<Route> {
     let before = problems.len();
     let at = |key: &str| format!("routes[{index}].{key}");
-    let prefix = check(problems, &at("prefix"),
+    let prefix = check(
+        problems,
+        &at("prefix"),
         route
             .prefix
             .as_deref()
             .ok_or_else(|| "is required (for example \"/api/proxy\")".to_string())
             .and_then(RoutePrefix::parse),
     );
-    let upstream = check(problems, &at("upstream"),
+    let upstream = check(
+        problems,
+        &at("upstream"),
         route
             .upstream
             .as_deref()
@@ -357,11 +377,19 @@ fn validate_route(
             })
             .and_then(UpstreamBase::parse),
     );
-    let cookie = check(problems, &at("cookie"),
+    let cookie = check(
+        problems,
+        &at("cookie"),
         CookieName::parse(route.cookie.as_deref().unwrap_or(file::DEFAULT_COOKIE)),
     );
-    let auth = check(problems, &at("auth"), AuthMode::parse(route.auth.as_deref().unwrap_or("required")));
-    let methods = check(problems, &at("methods"),
+    let auth = check(
+        problems,
+        &at("auth"),
+        AuthMode::parse(route.auth.as_deref().unwrap_or("required")),
+    );
+    let methods = check(
+        problems,
+        &at("methods"),
         MethodSet::parse(route.methods.as_deref().unwrap_or_default()),
     );
     let max_body = match &route.max_body {
@@ -481,7 +509,10 @@ mod tests {
 
     #[test]
     fn defaults_apply_to_a_minimal_file() {
-        let cfg = Config::from_toml_str("[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:8000\"\n").unwrap();
+        let cfg = Config::from_toml_str(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:8000\"\n",
+        )
+        .unwrap();
         assert_eq!(cfg.listen.to_string(), file::DEFAULT_LISTEN);
         assert_eq!(cfg.server.max_body, ByteSize(10 << 20));
         let (route, _) = cfg.routes.find("/api").unwrap();
@@ -524,16 +555,24 @@ upstream = "http://127.0.0.1:2"
             "routes[2].prefix: `/ok` is already used by routes[0]",
         ];
         for want in expected {
-            assert!(found.iter().any(|p| p.starts_with(want)), "missing {want:?} in {found:#?}");
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
         }
         assert_eq!(found.len(), expected.len(), "{found:#?}");
     }
 
     #[test]
     fn unknown_keys_are_errors() {
-        let err = Config::from_toml_str("[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\ncookies = \"x\"\n")
-            .unwrap_err();
-        assert!(matches!(err, ConfigError::Syntax(ref m) if m.contains("unknown field `cookies`")), "{err}");
+        let err = Config::from_toml_str(
+            "[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\ncookies = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, ConfigError::Syntax(ref m) if m.contains("unknown field `cookies`")),
+            "{err}"
+        );
     }
 
     #[test]
@@ -559,7 +598,9 @@ upstream = "http://127.0.0.1:2"
         assert_eq!(route.cookie.as_str(), "sid");
         assert_eq!(cfg.listen.port(), 0);
         let missing = Config::from_file(ZeroConfig::default().to_file(&Env::default()));
-        assert!(matches!(missing, Err(ConfigError::Invalid(p)) if p[0].starts_with("routes[0].upstream: is required")));
+        assert!(
+            matches!(missing, Err(ConfigError::Invalid(p)) if p[0].starts_with("routes[0].upstream: is required"))
+        );
     }
 
     #[test]
@@ -572,12 +613,19 @@ upstream = "http://127.0.0.1:2"
             upstream: Some("http://u".into()),
             ..ZeroConfig::default()
         };
-        assert!(matches!(Source::choose(Some("flag.toml".into()), flags.clone(), &env), Ok(Source::File(p)) if p == Path::new("flag.toml")));
-        assert!(matches!(Source::choose(None, flags.clone(), &env), Ok(Source::File(p)) if p == Path::new("env.toml")));
+        assert!(
+            matches!(Source::choose(Some("flag.toml".into()), flags.clone(), &env), Ok(Source::File(p)) if p == Path::new("flag.toml"))
+        );
+        assert!(
+            matches!(Source::choose(None, flags.clone(), &env), Ok(Source::File(p)) if p == Path::new("env.toml"))
+        );
         let env = Env {
             config_path: None,
             ..env
         };
-        assert!(matches!(Source::choose(None, flags, &env), Ok(Source::Flags(_))));
+        assert!(matches!(
+            Source::choose(None, flags, &env),
+            Ok(Source::Flags(_))
+        ));
     }
 }

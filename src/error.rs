@@ -124,7 +124,11 @@ mod tests {
         let cases = [
             (ProxyError::BadRequest("x"), 400, "malformed request"),
             (ProxyError::UnsafePath, 400, "request path refused"),
-            (ProxyError::AmbiguousSession, 400, "ambiguous session cookie"),
+            (
+                ProxyError::AmbiguousSession,
+                400,
+                "ambiguous session cookie",
+            ),
             (ProxyError::MissingSession, 401, "not authenticated"),
             (ProxyError::UnusableSession, 401, "unusable session cookie"),
             (ProxyError::NoRoute, 404, "no route for this path"),

@@ -1,6 +1,12 @@
 //! The `cookiegate` binary: parse arguments, load the config, run, map the outcome to an exit
 //! code (0 success, 1 runtime failure, 2 invalid config or usage).
 
+#![expect(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the binary talks to its user on stdout (check) and stderr (errors)"
+)]
+
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -25,12 +31,13 @@ fn main() -> ExitCode {
 /// Loads and validates the config, with `--listen` applied.
 fn load(cli: &Cli) -> Result<(Source, Config), String> {
     let env = Env::from_process();
-    let source = Source::choose(cli.config.clone(), cli.zero_config(), &env).map_err(|e| e.to_string())?;
+    let source =
+        Source::choose(cli.config.clone(), cli.zero_config(), &env).map_err(|e| e.to_string())?;
     let mut config = source.load(&env).map_err(|e| e.to_string())?;
     if let Some(listen) = &cli.listen {
-        config.listen = listen
-            .parse()
-            .map_err(|_| format!("--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\""))?;
+        config.listen = listen.parse().map_err(|_| {
+            format!("--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\"")
+        })?;
     }
     Ok((source, config))
 }
@@ -84,7 +91,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let state = Arc::new(
-            cookiegate::AppState::new(config).map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
+            cookiegate::AppState::new(config)
+                .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
         );
         tracing::info!(%addr, "cookiegate listening");
         cookiegate::serve(listener, state, shutdown_signal()).await;
@@ -94,10 +102,17 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Builds the runtime (`workers` = 1: single-threaded; 0: one worker per CPU), installs logging
 /// and runs `main` on it.
-fn run_runtime(workers: usize, level: &str, main: impl std::future::Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
-    cookiegate::telemetry::init(level).map_err(|e| anyhow::anyhow!(e).context("cannot set up logging"))?;
+fn run_runtime(
+    workers: usize,
+    level: &str,
+    main: impl std::future::Future<Output = anyhow::Result<()>>,
+) -> anyhow::Result<()> {
+    cookiegate::telemetry::init(level)
+        .map_err(|e| anyhow::anyhow!(e).context("cannot set up logging"))?;
     let runtime = if workers == 1 {
-        tokio::runtime::Builder::new_current_thread().enable_all().build()
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
     } else {
         let mut builder = tokio::runtime::Builder::new_multi_thread();
         if workers > 1 {

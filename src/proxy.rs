@@ -49,7 +49,8 @@ impl AppState {
     /// # Errors
     /// When a TLS upstream is configured and no root certificates can be loaded.
     pub fn new(config: Config) -> Result<Self, BoxError> {
-        let client = forward::build_client(config.routes.has_https(), config.server.upstream_timeout)?;
+        let client =
+            forward::build_client(config.routes.has_https(), config.server.upstream_timeout)?;
         Ok(Self { config, client })
     }
 }
@@ -119,14 +120,18 @@ async fn proxy(
         )));
     }
     if !path.starts_with('/') {
-        return Err(ProxyError::BadRequest("request target is not an origin-form path"));
+        return Err(ProxyError::BadRequest(
+            "request target is not an origin-form path",
+        ));
     }
     let (route, rest) = config.routes.find(path).ok_or(ProxyError::NoRoute)?;
     if let Some(log) = log {
         log.set_route(route.prefix.shared());
     }
     if !route.methods.allows(method) {
-        return Err(ProxyError::MethodNotAllowed(route.methods.allow_header().clone()));
+        return Err(ProxyError::MethodNotAllowed(
+            route.methods.allow_header().clone(),
+        ));
     }
     let uri = route
         .upstream
@@ -205,7 +210,10 @@ fn health(mut log: Option<AccessLog>) -> Response<ResponseBody> {
     if let Some(log) = &mut log {
         log.set_status(StatusCode::OK);
     }
-    let mut res = Response::new(ResponseBody::fixed(Bytes::from_static(b"{\"status\":\"ok\"}"), log));
+    let mut res = Response::new(ResponseBody::fixed(
+        Bytes::from_static(b"{\"status\":\"ok\"}"),
+        log,
+    ));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
     res

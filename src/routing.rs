@@ -104,7 +104,9 @@ impl UpstreamBase {
             .cloned()
             .ok_or_else(|| format!("`{text}` has no host"))?;
         if authority.as_str().contains('@') {
-            return Err("must not carry user info ('user@'); credentials come from the cookie".into());
+            return Err(
+                "must not carry user info ('user@'); credentials come from the cookie".into(),
+            );
         }
         if authority.host().is_empty() {
             return Err(format!("`{text}` has no host"));
@@ -173,7 +175,11 @@ pub struct PathRefused;
 ///
 /// # Errors
 /// [`PathRefused`] when [`is_safe_remainder`] says no.
-pub fn map_path(base_path: &str, remainder: &str, query: Option<&str>) -> Result<String, PathRefused> {
+pub fn map_path(
+    base_path: &str,
+    remainder: &str,
+    query: Option<&str>,
+) -> Result<String, PathRefused> {
     if !is_safe_remainder(remainder.as_bytes()) {
         return Err(PathRefused);
     }
@@ -299,8 +305,8 @@ impl MethodSet {
             .map(Method::as_str)
             .collect::<Vec<_>>()
             .join(", ");
-        let allow_header =
-            http::HeaderValue::from_str(&joined).map_err(|_| "methods are not valid tokens".to_string())?;
+        let allow_header = http::HeaderValue::from_str(&joined)
+            .map_err(|_| "methods are not valid tokens".to_string())?;
         Ok(Self {
             allowed: Some(allowed),
             allow_header,
@@ -324,7 +330,11 @@ impl MethodSet {
     pub fn describe(&self) -> String {
         match &self.allowed {
             None => "all".into(),
-            Some(list) => list.iter().map(Method::as_str).collect::<Vec<_>>().join(","),
+            Some(list) => list
+                .iter()
+                .map(Method::as_str)
+                .collect::<Vec<_>>()
+                .join(","),
         }
     }
 }
@@ -445,7 +455,11 @@ mod tests {
 
     #[test]
     fn longest_prefix_wins_whatever_the_file_order() {
-        let table = RouteTable::new(vec![route(0, "/"), route(1, "/api"), route(2, "/api/proxy")]);
+        let table = RouteTable::new(vec![
+            route(0, "/"),
+            route(1, "/api"),
+            route(2, "/api/proxy"),
+        ]);
         assert_eq!(table.find("/api/proxy/x").unwrap().0.index, 2);
         assert_eq!(table.find("/api/other").unwrap().0.index, 1);
         assert_eq!(table.find("/apix").unwrap().0.index, 0);
@@ -458,7 +472,11 @@ mod tests {
         let base = UpstreamBase::parse("http://127.0.0.1:8000/chatkit/").unwrap();
         assert_eq!(base.base_path(), "/chatkit");
         assert_eq!(base.to_string(), "http://127.0.0.1:8000/chatkit");
-        assert!(UpstreamBase::parse("https://api.example").unwrap().is_https());
+        assert!(
+            UpstreamBase::parse("https://api.example")
+                .unwrap()
+                .is_https()
+        );
         assert_eq!(
             UpstreamBase::parse("ftp://x").unwrap_err(),
             "scheme must be http or https"
@@ -475,7 +493,12 @@ mod tests {
         let cases = [
             ("", "", None, "/"),
             ("", "/", None, "/"),
-            ("", "/api/tasks", Some("tag=a&tag=b"), "/api/tasks?tag=a&tag=b"),
+            (
+                "",
+                "/api/tasks",
+                Some("tag=a&tag=b"),
+                "/api/tasks?tag=a&tag=b",
+            ),
             ("/chatkit", "", None, "/chatkit"),
             ("/chatkit", "/", None, "/chatkit/"),
             ("/v1", "/a%2Fb/c%20d/", Some(""), "/v1/a%2Fb/c%20d/?"),
@@ -487,17 +510,38 @@ mod tests {
             ("", "/.well-known/x", None, "/.well-known/x"),
         ];
         for (base, rest, query, want) in cases {
-            assert_eq!(map_path(base, rest, query).as_deref(), Ok(want), "{base} {rest}");
+            assert_eq!(
+                map_path(base, rest, query).as_deref(),
+                Ok(want),
+                "{base} {rest}"
+            );
         }
     }
 
     #[test]
     fn climbing_remainders_are_refused() {
         let refused = [
-            "/..", "/../admin", "/.", "/./x", "/a/..", "/%2e%2e/admin", "/%2E%2E/admin",
-            "/.%2E/admin", "/%2e./admin", "/%2e", "/..%2Fadmin", "/..%2fadmin", "/..%5Cadmin",
-            "/a%2F..%2Fadmin", "/..\\admin", "/x/..;/admin", "/..%3Bx/admin", "/a%00b", "/a\0b",
-            "/x/%2e%2e%5c", "/.;",
+            "/..",
+            "/../admin",
+            "/.",
+            "/./x",
+            "/a/..",
+            "/%2e%2e/admin",
+            "/%2E%2E/admin",
+            "/.%2E/admin",
+            "/%2e./admin",
+            "/%2e",
+            "/..%2Fadmin",
+            "/..%2fadmin",
+            "/..%5Cadmin",
+            "/a%2F..%2Fadmin",
+            "/..\\admin",
+            "/x/..;/admin",
+            "/..%3Bx/admin",
+            "/a%00b",
+            "/a\0b",
+            "/x/%2e%2e%5c",
+            "/.;",
         ];
         for rest in refused {
             assert_eq!(map_path("/base", rest, None), Err(PathRefused), "{rest:?}");
@@ -508,7 +552,12 @@ mod tests {
     fn seed_exploits_keep_the_configured_host() {
         // Regression for issue 2: the seed sent the bearer token to evil.example for these.
         let base = UpstreamBase::parse("http://127.0.0.1:8000").unwrap();
-        for rest in ["/%5Cevil.example/x", "/%2F%2Fevil.example/x", "//evil.example/x", "/\\evil.example/x"] {
+        for rest in [
+            "/%5Cevil.example/x",
+            "/%2F%2Fevil.example/x",
+            "//evil.example/x",
+            "/\\evil.example/x",
+        ] {
             let uri = base.uri(rest, None).unwrap();
             assert_eq!(uri.host(), Some("127.0.0.1"), "{rest}");
             assert_eq!(uri.port_u16(), Some(8000));

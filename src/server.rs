@@ -19,7 +19,11 @@ use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
 /// to `server.shutdown_grace`, and closes what is left.
-pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl Future<Output = ()>) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    shutdown: impl Future<Output = ()>,
+) {
     let settings = &state.config.server;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
@@ -71,7 +75,10 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: impl F
         });
     }
     drop(listener);
-    tracing::info!(connections = connections.len(), "shutting down: no longer accepting");
+    tracing::info!(
+        connections = connections.len(),
+        "shutting down: no longer accepting"
+    );
     tokio::select! {
         () = graceful.shutdown() => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(

@@ -65,7 +65,9 @@ pub fn extract_session(
     if !value.iter().all(|&b| is_cookie_octet(b)) {
         return Err(SessionError::Unusable);
     }
-    Ok(Some(SessionToken::from_checked(bytes::Bytes::copy_from_slice(value))))
+    Ok(Some(SessionToken::from_checked(
+        bytes::Bytes::copy_from_slice(value),
+    )))
 }
 
 /// The value's byte range with surrounding whitespace removed.
@@ -120,9 +122,8 @@ mod tests {
 
     fn bearer(fields: &[&[u8]]) -> Result<Option<String>, SessionError> {
         let name = CookieName::parse("auth_token").unwrap();
-        extract_session(&headers(fields), &name).map(|t| {
-            t.map(|t| String::from_utf8(t.authorization().as_bytes().to_vec()).unwrap())
-        })
+        extract_session(&headers(fields), &name)
+            .map(|t| t.map(|t| String::from_utf8(t.authorization().as_bytes().to_vec()).unwrap()))
     }
 
     #[test]
@@ -131,8 +132,14 @@ mod tests {
             bearer(&[b"theme=dark; auth_token=abc.def-ghi_; other=1"]),
             Ok(Some("Bearer abc.def-ghi_".into()))
         );
-        assert_eq!(bearer(&[b"auth_token=\"quoted\""]), Ok(Some("Bearer quoted".into())));
-        assert_eq!(bearer(&[b"a=1", b" auth_token = t ;"]), Ok(Some("Bearer t".into())));
+        assert_eq!(
+            bearer(&[b"auth_token=\"quoted\""]),
+            Ok(Some("Bearer quoted".into()))
+        );
+        assert_eq!(
+            bearer(&[b"a=1", b" auth_token = t ;"]),
+            Ok(Some("Bearer t".into()))
+        );
         assert_eq!(bearer(&[b"x_auth_token=nope"]), Ok(None));
         assert_eq!(bearer(&[b"auth_token="]), Ok(None));
         assert_eq!(bearer(&[b"auth_token"]), Ok(None));
@@ -145,14 +152,23 @@ mod tests {
         assert_eq!(bearer(&[b"auth_token=a b"]), Err(SessionError::Unusable));
         assert_eq!(bearer(&[b"auth_token=a\\b"]), Err(SessionError::Unusable));
         assert_eq!(bearer(&[b"auth_token=a,b"]), Err(SessionError::Unusable));
-        assert_eq!(bearer(&[b"auth_token=caf\xc3\xa9"]), Err(SessionError::Unusable));
+        assert_eq!(
+            bearer(&[b"auth_token=caf\xc3\xa9"]),
+            Err(SessionError::Unusable)
+        );
         assert_eq!(bearer(&[b"auth_token=a\"b"]), Err(SessionError::Unusable));
     }
 
     #[test]
     fn duplicate_names_are_ambiguous() {
-        assert_eq!(bearer(&[b"auth_token=a; auth_token=b"]), Err(SessionError::Ambiguous));
-        assert_eq!(bearer(&[b"auth_token=a", b"auth_token=a"]), Err(SessionError::Ambiguous));
+        assert_eq!(
+            bearer(&[b"auth_token=a; auth_token=b"]),
+            Err(SessionError::Ambiguous)
+        );
+        assert_eq!(
+            bearer(&[b"auth_token=a", b"auth_token=a"]),
+            Err(SessionError::Ambiguous)
+        );
     }
 
     proptest! {

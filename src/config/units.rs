@@ -19,7 +19,9 @@ impl ByteSize {
         text.trim()
             .parse::<bytesize::ByteSize>()
             .map(|size| ByteSize(size.as_u64()))
-            .map_err(|_| format!("`{text}` is not a size (examples: \"10MiB\", \"1GiB\", \"4096\")"))
+            .map_err(|_| {
+                format!("`{text}` is not a size (examples: \"10MiB\", \"1GiB\", \"4096\")")
+            })
     }
 
     /// The size in bytes.

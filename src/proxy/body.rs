@@ -213,8 +213,12 @@ mod tests {
     #[tokio::test]
     async fn fails_when_a_frame_crosses_the_limit() {
         let progress = Progress::default();
-        let mut body =
-            LimitedBody::new(chunks(&[6, 6]), 10, Duration::from_secs(5), Some(progress.clone()));
+        let mut body = LimitedBody::new(
+            chunks(&[6, 6]),
+            10,
+            Duration::from_secs(5),
+            Some(progress.clone()),
+        );
         let first = body.frame().await.unwrap().unwrap();
         assert_eq!(first.data_ref().unwrap().len(), 6);
         assert!(progress.take());

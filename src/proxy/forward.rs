@@ -38,7 +38,9 @@ pub fn build_client(need_tls: bool, connect_timeout: Duration) -> Result<Upstrea
         let found = rustls_native_certs::load_native_certs();
         let (added, _ignored) = roots.add_parsable_certificates(found.certs);
         if added == 0 {
-            return Err("no usable root certificates found on this system (install ca-certificates)".into());
+            return Err(
+                "no usable root certificates found on this system (install ca-certificates)".into(),
+            );
         }
     }
     let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(

@@ -2,7 +2,8 @@
 //!
 //! Towards the upstream: hop-by-hop headers and every name listed in `Connection` are dropped
 //! (RFC 9110 §7.6.1); `Host` is replaced by the upstream's own; the client's `Authorization` is
-//! replaced by the session's bearer; `Cookie` is dropped unless the route forwards cookies; and
+//! replaced by the session's bearer; `Cookie` is dropped unless the route forwards cookies (then
+//! several `Cookie` fields, as HTTP/2 clients send them, are joined into one); and
 //! client-sent forwarding headers are replaced with our own truthful values, so a client cannot
 //! pretend to be another IP. Everything else (end-to-end headers, `x-*`) goes through untouched.
 //!
@@ -67,7 +68,9 @@ pub fn to_upstream(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) {
     for name in &CLIENT_FORWARDING {
         headers.remove(name);
     }
-    if !policy.forward_cookies {
+    if policy.forward_cookies {
+        join_cookie_fields(headers);
+    } else {
         headers.remove(header::COOKIE);
     }
     if !policy.keep_client_authorization || policy.bearer.is_some() {
@@ -79,7 +82,10 @@ pub fn to_upstream(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) {
 
     headers.insert(&CLIENT_FORWARDING[1], policy.client_ip.clone());
     headers.insert(&CLIENT_FORWARDING[4], policy.client_ip.clone());
-    headers.insert(&CLIENT_FORWARDING[3], HeaderValue::from_static(policy.proto));
+    headers.insert(
+        &CLIENT_FORWARDING[3],
+        HeaderValue::from_static(policy.proto),
+    );
     let host = policy.host.filter(|h| is_plain_host(h.as_bytes()));
     if let Some(host) = host {
         headers.insert(&CLIENT_FORWARDING[2], host.clone());
@@ -118,6 +124,28 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
+/// Joins several `Cookie` fields into one, separated by `; `. HTTP/2 clients may send each
+/// cookie in its own field, and those must be joined before going on over HTTP/1.1 (RFC 9113
+/// §8.2.3), where only one `Cookie` header is allowed (RFC 6265 §5.4).
+fn join_cookie_fields(headers: &mut HeaderMap) {
+    let mut fields = headers.get_all(header::COOKIE).iter();
+    let (Some(first), Some(_)) = (fields.next(), fields.next()) else {
+        return;
+    };
+    let mut joined = first.as_bytes().to_vec();
+    let mut sensitive = first.is_sensitive();
+    for field in headers.get_all(header::COOKIE).iter().skip(1) {
+        joined.extend_from_slice(b"; ");
+        joined.extend_from_slice(field.as_bytes());
+        sensitive |= field.is_sensitive();
+    }
+    // Valid field values joined by "; " are a valid field value.
+    if let Ok(mut value) = HeaderValue::from_bytes(&joined) {
+        value.set_sensitive(sensitive);
+        headers.insert(header::COOKIE, value);
+    }
+}
+
 /// The client IP as a header value.
 pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
     // An IP's text form is always a valid header value.
@@ -125,7 +153,11 @@ pub fn ip_header_value(ip: IpAddr) -> HeaderValue {
 }
 
 /// `Forwarded: for=…;host="…";proto=…` (RFC 7239 §4; IPv6 in quotes and brackets, §6).
-fn forwarded_value(client_ip: &HeaderValue, host: Option<&HeaderValue>, proto: &str) -> Option<HeaderValue> {
+fn forwarded_value(
+    client_ip: &HeaderValue,
+    host: Option<&HeaderValue>,
+    proto: &str,
+) -> Option<HeaderValue> {
     let ip = client_ip.to_str().ok()?;
     let mut out = String::with_capacity(64);
     if ip.contains(':') {
@@ -167,7 +199,10 @@ mod tests {
     fn map(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut headers = HeaderMap::new();
         for (k, v) in pairs {
-            headers.append(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            headers.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         headers
     }
@@ -214,7 +249,17 @@ mod tests {
         let ip = ip_header_value("203.0.113.7".parse().unwrap());
         let host = HeaderValue::from_static("app.example:4000");
         to_upstream(&mut headers, policy(&ip, Some(&host)));
-        for gone in ["host", "connection", "x-secret-hop", "keep-alive", "te", "upgrade", "proxy-authorization", "cookie", "expect"] {
+        for gone in [
+            "host",
+            "connection",
+            "x-secret-hop",
+            "keep-alive",
+            "te",
+            "upgrade",
+            "proxy-authorization",
+            "cookie",
+            "expect",
+        ] {
             assert!(headers.get(gone).is_none(), "{gone} should be stripped");
         }
         assert_eq!(headers["authorization"], "Bearer tok");
@@ -223,12 +268,25 @@ mod tests {
         assert_eq!(headers["x-real-ip"], "203.0.113.7");
         assert_eq!(headers["x-forwarded-host"], "app.example:4000");
         assert_eq!(headers["x-forwarded-proto"], "http");
-        assert_eq!(headers["forwarded"], "for=203.0.113.7;host=\"app.example:4000\";proto=http");
-        for kept in ["accept", "accept-language", "if-none-match", "range", "user-agent", "content-length"] {
+        assert_eq!(
+            headers["forwarded"],
+            "for=203.0.113.7;host=\"app.example:4000\";proto=http"
+        );
+        for kept in [
+            "accept",
+            "accept-language",
+            "if-none-match",
+            "range",
+            "user-agent",
+            "content-length",
+        ] {
             assert!(headers.get(kept).is_some(), "{kept} should be kept");
         }
         assert_eq!(headers["content-type"], "multipart/form-data; boundary=xyz");
-        assert_eq!(headers.get_all("x-request-id").iter().collect::<Vec<_>>(), ["r1", "r2"]);
+        assert_eq!(
+            headers.get_all("x-request-id").iter().collect::<Vec<_>>(),
+            ["r1", "r2"]
+        );
     }
 
     #[test]
@@ -249,10 +307,28 @@ mod tests {
     }
 
     #[test]
+    fn split_cookie_fields_are_joined_when_forwarded() {
+        let mut headers = map(&[("cookie", "a=1"), ("cookie", "b=2; c=3"), ("cookie", "d=4")]);
+        let ip = ip_header_value("127.0.0.1".parse().unwrap());
+        let p = UpstreamHeaders {
+            forward_cookies: true,
+            ..policy(&ip, None)
+        };
+        to_upstream(&mut headers, p);
+        assert_eq!(
+            headers.get_all("cookie").iter().collect::<Vec<_>>(),
+            ["a=1; b=2; c=3; d=4"]
+        );
+    }
+
+    #[test]
     fn optional_route_without_session_sends_no_authorization() {
         let mut headers = map(&[("authorization", "Bearer forged")]);
         let ip = ip_header_value("127.0.0.1".parse().unwrap());
-        let p = UpstreamHeaders { bearer: None, ..policy(&ip, None) };
+        let p = UpstreamHeaders {
+            bearer: None,
+            ..policy(&ip, None)
+        };
         to_upstream(&mut headers, p);
         assert!(headers.get("authorization").is_none());
     }
@@ -287,7 +363,14 @@ mod tests {
         assert!(headers.get("x-internal").is_none());
         assert!(headers.get("transfer-encoding").is_none());
         assert_eq!(headers.get_all("set-cookie").iter().count(), 2);
-        for kept in ["etag", "cache-control", "content-disposition", "location", "content-encoding", "content-length"] {
+        for kept in [
+            "etag",
+            "cache-control",
+            "content-disposition",
+            "location",
+            "content-encoding",
+            "content-length",
+        ] {
             assert!(headers.get(kept).is_some(), "{kept}");
         }
         assert!(headers.get("x-accel-buffering").is_none());

@@ -95,7 +95,15 @@ impl Body for ResponseBody {
             },
         };
         match &polled {
-            Poll::Ready(Some(Ok(frame))) => this.count(frame),
+            Poll::Ready(Some(Ok(frame))) => {
+                this.count(frame);
+                // hyper stops polling a body whose known length has been sent, so the end may
+                // never be seen as `Ready(None)`.
+                let done = this.is_end_stream();
+                if let Some(log) = &mut this.log {
+                    log.complete |= done;
+                }
+            }
             Poll::Ready(None) => {
                 if let Some(log) = &mut this.log {
                     log.complete = true;
@@ -123,7 +131,9 @@ impl Body for ResponseBody {
 
     fn size_hint(&self) -> SizeHint {
         match &self.kind {
-            Kind::Fixed(bytes) => SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64)),
+            Kind::Fixed(bytes) => {
+                SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
+            }
             Kind::Upstream { body, .. } => body.size_hint(),
         }
     }
@@ -191,7 +201,7 @@ impl Drop for AccessLog {
             path = &*self.path,
             status = self.status,
             bytes = self.bytes,
-            elapsed_ms = self.start.elapsed().as_secs_f64() * 1000.0,
+            elapsed_ms = %format_args!("{:.3}", self.start.elapsed().as_secs_f64() * 1000.0),
             outcome,
         );
     }

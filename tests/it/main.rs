@@ -1,6 +1,16 @@
 //! Integration tests: the real proxy, real upstream servers, real clients, all on 127.0.0.1.
 
 #![allow(unreachable_pub, missing_docs)]
+// Test helpers outside #[test] functions panic on purpose: a failed setup is a failed test.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+mod cli;
+mod concurrency;
+mod demo;
+mod errors;
+mod forwarding;
+mod secrets;
+mod shutdown;
 mod smoke;
+mod streaming;
+mod support;

@@ -6,7 +6,11 @@ use crate::support::*;
 async fn cookie_becomes_bearer_and_answer_comes_back() {
     let upstream = Upstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
-    let answer = get(&gateway.url("/api/proxy/api/tasks?tag=a&tag=b"), Some("tok123")).await;
+    let answer = get(
+        &gateway.url("/api/proxy/api/tasks?tag=a&tag=b"),
+        Some("tok123"),
+    )
+    .await;
     assert_eq!(answer.status, 200);
     assert_eq!(answer.json(), serde_json::json!({"ok": true}));
     let seen = upstream.only();

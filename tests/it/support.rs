@@ -50,7 +50,9 @@ impl Seen {
 }
 
 pub fn full(bytes: impl Into<Bytes>) -> TestBody {
-    Full::new(bytes.into()).map_err(|never| match never {}).boxed()
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
 }
 
 pub fn empty() -> TestBody {
@@ -76,7 +78,11 @@ impl Upstream {
             let respond = respond.clone();
             async move {
                 let (parts, body) = req.into_parts();
-                let body = body.collect().await.map(|c| c.to_bytes()).unwrap_or_default();
+                let body = body
+                    .collect()
+                    .await
+                    .map(|c| c.to_bytes())
+                    .unwrap_or_default();
                 let record = Seen {
                     method: parts.method.to_string(),
                     target: parts.uri.to_string(),
@@ -110,7 +116,9 @@ impl Upstream {
         let seen_for_task = seen.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((stream, _)) = listener.accept().await else { return };
+                let Ok((stream, _)) = listener.accept().await else {
+                    return;
+                };
                 let handler = handler.clone();
                 let seen = seen_for_task.clone();
                 tokio::spawn(async move {
@@ -141,7 +149,11 @@ impl Upstream {
     /// The one request recorded; panics if there were more or none.
     pub fn only(&self) -> Seen {
         let seen = self.seen();
-        assert_eq!(seen.len(), 1, "expected exactly one upstream request, got {seen:#?}");
+        assert_eq!(
+            seen.len(),
+            1,
+            "expected exactly one upstream request, got {seen:#?}"
+        );
         seen.into_iter().next().unwrap()
     }
 }
@@ -242,12 +254,20 @@ impl Answer {
     }
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body).unwrap_or_else(|e| {
-            panic!("body is not JSON ({e}): {:?}", String::from_utf8_lossy(&self.body))
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
         })
     }
     /// Asserts a cookiegate error: this status, JSON `{"error": message}`.
     pub fn assert_error(&self, status: u16, message: &str) {
-        assert_eq!(self.status.as_u16(), status, "body: {:?}", String::from_utf8_lossy(&self.body));
+        assert_eq!(
+            self.status.as_u16(),
+            status,
+            "body: {:?}",
+            String::from_utf8_lossy(&self.body)
+        );
         assert_eq!(self.header("content-type"), Some("application/json"));
         assert_eq!(self.json(), serde_json::json!({ "error": message }));
     }
@@ -311,4 +331,197 @@ pub async fn raw(addr: SocketAddr, bytes: &[u8], wait: Duration) -> Vec<u8> {
 /// Every byte value 0..=255, `repeat` times.
 pub fn all_bytes(repeat: usize) -> Vec<u8> {
     (0..repeat).flat_map(|_| 0u8..=255).collect()
+}
+
+/// One HTTP/1.1 response parsed from raw bytes, and how many bytes it took; `None` while
+/// incomplete. Bodies are framed by `Content-Length` or chunked encoding; a response with
+/// neither (and not 1xx/204/304) runs to the end of `buf`, so it is only complete at EOF.
+#[expect(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test helper: a failure fails the test"
+)]
+pub fn parse_answer(buf: &[u8], at_eof: bool) -> Option<(Answer, usize)> {
+    let head_end = buf.windows(4).position(|w| w == b"\r\n\r\n")? + 4;
+    let head = std::str::from_utf8(&buf[..head_end - 4]).expect("response head is UTF-8");
+    let mut lines = head.split("\r\n");
+    let status_line = lines.next().expect("status line");
+    let code: u16 = status_line
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+    let mut headers = HeaderMap::new();
+    for line in lines {
+        let (name, value) = line.split_once(':').expect("header line has a ':'");
+        headers.append(
+            http::header::HeaderName::from_bytes(name.trim().as_bytes()).unwrap(),
+            http::HeaderValue::from_str(value.trim()).unwrap(),
+        );
+    }
+    let status = StatusCode::from_u16(code).unwrap();
+    let rest = &buf[head_end..];
+    let chunked = headers
+        .get("transfer-encoding")
+        .is_some_and(|te| te.as_bytes().eq_ignore_ascii_case(b"chunked"));
+    let (body, used) = if status.is_informational() || code == 204 || code == 304 {
+        (Vec::new(), 0)
+    } else if chunked {
+        let mut body = Vec::new();
+        let mut at = 0;
+        loop {
+            let line_end = rest[at..].windows(2).position(|w| w == b"\r\n")? + at;
+            let size_text = std::str::from_utf8(&rest[at..line_end]).unwrap();
+            let size =
+                usize::from_str_radix(size_text.split(';').next().unwrap().trim(), 16).unwrap();
+            at = line_end + 2;
+            if size == 0 {
+                // No trailers from our servers: the last chunk is followed by an empty line.
+                if rest.len() < at + 2 {
+                    return None;
+                }
+                at += 2;
+                break;
+            }
+            if rest.len() < at + size + 2 {
+                return None;
+            }
+            body.extend_from_slice(&rest[at..at + size]);
+            at += size + 2;
+        }
+        (body, at)
+    } else if let Some(len) = headers.get("content-length") {
+        let len: usize = len.to_str().unwrap().parse().unwrap();
+        if rest.len() < len {
+            return None;
+        }
+        (rest[..len].to_vec(), len)
+    } else if at_eof {
+        (rest.to_vec(), rest.len())
+    } else {
+        return None;
+    };
+    let answer = Answer {
+        status,
+        headers,
+        body: Bytes::from(body),
+    };
+    Some((answer, head_end + used))
+}
+
+/// Reads one response from a raw stream; `buf` keeps bytes that belong to the next one
+/// (pipelining). Panics if none arrives within 20 s.
+pub async fn read_answer(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Answer {
+    let read = async {
+        let mut eof = false;
+        loop {
+            if let Some((answer, used)) = parse_answer(buf, eof) {
+                buf.drain(..used);
+                return answer;
+            }
+            assert!(
+                !eof,
+                "connection closed mid-response: {:?}",
+                String::from_utf8_lossy(buf)
+            );
+            let mut chunk = [0u8; 8192];
+            let n = stream.read(&mut chunk).await.unwrap_or(0);
+            eof = n == 0;
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read)
+        .await
+        .expect("response in time")
+}
+
+/// Writes raw request bytes on a new connection and reads the first response.
+pub async fn raw_answer(addr: SocketAddr, bytes: &[u8]) -> Answer {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(bytes).await.unwrap();
+    read_answer(&mut stream, &mut Vec::new()).await
+}
+
+/// An upstream URL where nothing listens: connecting is refused at once.
+pub async fn dead_upstream_url() -> String {
+    // Port 1 (tcpmux) is outside the ephemeral range, so no test listener can ever take it,
+    // unlike a port bound and released here, which a parallel test may be handed next.
+    "http://127.0.0.1:1".to_string()
+}
+
+/// How long a test waits for something that should happen promptly. A guard against hangs,
+/// never a timing assertion: a buffering or stuck proxy fails the test instead of hanging it.
+pub const GUARD: Duration = Duration::from_secs(10);
+
+/// Awaits `fut`, failing the test if it takes longer than [`GUARD`].
+pub async fn within<F: Future>(what: &str, fut: F) -> F::Output {
+    match tokio::time::timeout(GUARD, fut).await {
+        Ok(out) => out,
+        Err(_) => panic!("timed out waiting for {what}"),
+    }
+}
+
+/// A value that a `Fn` upstream handler hands out to the one request it expects (a oneshot
+/// end, say). Taking it twice panics.
+pub struct TakeOnce<T>(Arc<Mutex<Option<T>>>);
+
+impl<T> TakeOnce<T> {
+    pub fn new(value: T) -> Self {
+        Self(Arc::new(Mutex::new(Some(value))))
+    }
+    pub fn take(&self) -> T {
+        let value = match self.0.lock() {
+            Ok(mut slot) => slot.take(),
+            Err(poisoned) => poisoned.into_inner().take(),
+        };
+        value.unwrap_or_else(|| panic!("handler value taken twice"))
+    }
+}
+
+impl<T> Clone for TakeOnce<T> {
+    fn clone(&self) -> Self {
+        Self(self.0.clone())
+    }
+}
+
+/// A body whose frames go out as the test sends them; `Sender::abort` ends it in an error.
+/// Sends fail once the body has been dropped (its connection closed).
+pub fn channel_body(buffer: usize) -> (http_body_util::channel::Sender<Bytes, BoxError>, TestBody) {
+    let (tx, body) = http_body_util::channel::Channel::<Bytes, BoxError>::new(buffer);
+    (tx, body.boxed())
+}
+
+/// Fires its oneshot when dropped: tells a test that the future owning it (an upstream
+/// handler, say) was dropped, e.g. because its connection closed.
+pub struct DropSignal(Option<oneshot::Sender<()>>);
+
+impl Drop for DropSignal {
+    fn drop(&mut self) {
+        if let Some(tx) = self.0.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+/// A [`DropSignal`] and the receiver that resolves when it is dropped.
+pub fn drop_signal() -> (DropSignal, oneshot::Receiver<()>) {
+    let (tx, rx) = oneshot::channel();
+    (DropSignal(Some(tx)), rx)
+}
+
+/// The next data frame of `body` (trailers skipped): `None` at a clean end.
+pub async fn next_data<B>(body: &mut B) -> Option<Result<Bytes, B::Error>>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+{
+    loop {
+        match body.frame().await? {
+            Ok(frame) => {
+                if let Ok(data) = frame.into_data() {
+                    return Some(Ok(data));
+                }
+            }
+            Err(err) => return Some(Err(err)),
+        }
+    }
 }
