@@ -9,12 +9,15 @@ pub mod file;
 pub mod units;
 
 use std::net::SocketAddr;
+use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::auth::{AuthMode, CookieName};
+use crate::guard::csrf::{CsrfMode, CsrfPolicy, parse_origin};
+use crate::guard::rate_limit::{Cidr, KeyKind};
 use crate::routing::{MethodSet, Route, RoutePrefix, RouteTable, UpstreamBase};
-use file::{FileConfig, RouteFile};
+use file::{CsrfFile, FileConfig, RateLimitFile, RouteFile, ServerFile};
 use units::{ByteSize, parse_duration};
 
 /// The whole validated configuration.
@@ -28,6 +31,23 @@ pub struct Config {
     pub log_level: String,
     /// The routes.
     pub routes: RouteTable,
+    /// `[csrf]`: applies to every route that sends a token.
+    pub csrf: CsrfPolicy,
+    /// `[rate_limit]`, when present.
+    pub rate_limit: Option<RateLimitSettings>,
+}
+
+/// `[rate_limit]`, validated.
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    /// Sustained requests per second per client.
+    pub per_second: NonZeroU32,
+    /// Requests allowed at once.
+    pub burst: NonZeroU32,
+    /// What identifies a client.
+    pub key: KeyKind,
+    /// Proxies whose `X-Forwarded-For` is believed when finding the client IP.
+    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// `[server]`, validated.
@@ -47,6 +67,12 @@ pub struct ServerSettings {
     pub health_path: Option<String>,
     /// Runtime worker threads; 0 = one per CPU.
     pub workers: usize,
+    /// Concurrent client connections; more are answered 503 and closed.
+    pub max_connections: usize,
+    /// Request header fields allowed; more -> 431.
+    pub max_headers: usize,
+    /// Bytes a request head may take; more -> 431.
+    pub max_header_bytes: ByteSize,
 }
 
 /// Environment values the config may read, passed in so tests never touch the process
@@ -163,7 +189,6 @@ impl Config {
     /// [`ConfigError::Invalid`] listing every problem.
     pub fn from_file(file: FileConfig) -> Result<Self, ConfigError> {
         let mut problems = Vec::new();
-
         let listen = check(
             &mut problems,
             "listen",
@@ -173,56 +198,11 @@ impl Config {
                 .parse::<SocketAddr>()
                 .map_err(|_| "must be an IP address and port, like \"127.0.0.1:4000\"".into()),
         );
-        let s = &file.server;
-        let max_body = check(
-            &mut problems,
-            "server.max_body",
-            ByteSize::parse(s.max_body.as_deref().unwrap_or(file::DEFAULT_MAX_BODY)),
-        );
-        let mut duration = |key: &str, value: &Option<String>, default: &str| {
-            check(
-                &mut problems,
-                &format!("server.{key}"),
-                parse_duration(value.as_deref().unwrap_or(default)).and_then(|d| {
-                    if d.is_zero() {
-                        Err("must be greater than zero".into())
-                    } else {
-                        Ok(d)
-                    }
-                }),
-            )
-        };
-        let upstream_timeout = duration(
-            "upstream_timeout",
-            &s.upstream_timeout,
-            file::DEFAULT_UPSTREAM_TIMEOUT,
-        );
-        let idle_timeout = duration("idle_timeout", &s.idle_timeout, file::DEFAULT_IDLE_TIMEOUT);
-        let header_timeout = duration(
-            "header_timeout",
-            &s.header_timeout,
-            file::DEFAULT_HEADER_TIMEOUT,
-        );
-        let shutdown_grace = duration(
-            "shutdown_grace",
-            &s.shutdown_grace,
-            file::DEFAULT_SHUTDOWN_GRACE,
-        );
-        let health_path = match s
-            .health_path
-            .as_deref()
-            .unwrap_or(file::DEFAULT_HEALTH_PATH)
-        {
-            "" => Some(None),
-            path => check(
-                &mut problems,
-                "server.health_path",
-                if path.starts_with('/') && !path.contains(['?', '#', ' ']) {
-                    Ok(Some(path.to_string()))
-                } else {
-                    Err(format!("`{path}` must be a path starting with '/'"))
-                },
-            ),
+        let server = validate_server(&file.server, &mut problems);
+        let csrf = validate_csrf(&file.csrf, &mut problems);
+        let rate_limit = match &file.rate_limit {
+            Some(rate) => validate_rate_limit(rate, &mut problems).map(Some),
+            None => Some(None),
         };
         let log_level = file
             .log
@@ -236,7 +216,7 @@ impl Config {
         if file.routes.is_empty() {
             problems.push("routes: at least one [[routes]] table is needed".into());
         }
-        let default_max_body = max_body.unwrap_or(ByteSize(0));
+        let default_max_body = server.as_ref().map_or(ByteSize(0), |s| s.max_body);
         let mut routes = Vec::new();
         for (index, route) in file.routes.iter().enumerate() {
             if let Some(route) = validate_route(index, route, default_max_body, &mut problems) {
@@ -254,41 +234,19 @@ impl Config {
             }
         }
 
-        match (
-            problems.is_empty(),
+        let (true, Some(listen), Some(server), Some(csrf), Some(rate_limit)) =
+            (problems.is_empty(), listen, server, csrf, rate_limit)
+        else {
+            return Err(ConfigError::Invalid(problems));
+        };
+        Ok(Config {
             listen,
-            max_body,
-            upstream_timeout,
-            idle_timeout,
-            header_timeout,
-            shutdown_grace,
-            health_path,
-        ) {
-            (
-                true,
-                Some(listen),
-                Some(max_body),
-                Some(upstream_timeout),
-                Some(idle_timeout),
-                Some(header_timeout),
-                Some(shutdown_grace),
-                Some(health_path),
-            ) => Ok(Config {
-                listen,
-                server: ServerSettings {
-                    max_body,
-                    upstream_timeout,
-                    idle_timeout,
-                    header_timeout,
-                    shutdown_grace,
-                    health_path,
-                    workers: s.workers.unwrap_or(0),
-                },
-                log_level,
-                routes: RouteTable::new(routes),
-            }),
-            _ => Err(ConfigError::Invalid(problems)),
-        }
+            server,
+            csrf,
+            rate_limit,
+            log_level,
+            routes: RouteTable::new(routes),
+        })
     }
 
     /// The route table as `cookiegate check` prints it.
@@ -345,6 +303,192 @@ fn check<T>(problems: &mut Vec<String>, place: &str, result: Result<T, String>) 
             None
         }
     }
+}
+
+fn validate_server(s: &ServerFile, problems: &mut Vec<String>) -> Option<ServerSettings> {
+    let before = problems.len();
+    let max_body = check(
+        problems,
+        "server.max_body",
+        ByteSize::parse(s.max_body.as_deref().unwrap_or(file::DEFAULT_MAX_BODY)),
+    );
+    let mut duration = |key: &str, value: &Option<String>, default: &str| {
+        check(
+            problems,
+            &format!("server.{key}"),
+            parse_duration(value.as_deref().unwrap_or(default)).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be greater than zero".into())
+                } else {
+                    Ok(d)
+                }
+            }),
+        )
+    };
+    let upstream_timeout = duration(
+        "upstream_timeout",
+        &s.upstream_timeout,
+        file::DEFAULT_UPSTREAM_TIMEOUT,
+    );
+    let idle_timeout = duration("idle_timeout", &s.idle_timeout, file::DEFAULT_IDLE_TIMEOUT);
+    let header_timeout = duration(
+        "header_timeout",
+        &s.header_timeout,
+        file::DEFAULT_HEADER_TIMEOUT,
+    );
+    let shutdown_grace = duration(
+        "shutdown_grace",
+        &s.shutdown_grace,
+        file::DEFAULT_SHUTDOWN_GRACE,
+    );
+    let health_path = match s
+        .health_path
+        .as_deref()
+        .unwrap_or(file::DEFAULT_HEALTH_PATH)
+    {
+        "" => Some(None),
+        path => check(
+            problems,
+            "server.health_path",
+            if path.starts_with('/') && !path.contains(['?', '#', ' ']) {
+                Ok(Some(path.to_string()))
+            } else {
+                Err(format!("`{path}` must be a path starting with '/'"))
+            },
+        ),
+    };
+    let max_header_bytes = check(
+        problems,
+        "server.max_header_bytes",
+        ByteSize::parse(
+            s.max_header_bytes
+                .as_deref()
+                .unwrap_or(file::DEFAULT_MAX_HEADER_BYTES),
+        )
+        .and_then(|size| {
+            // hyper's smallest read buffer.
+            if size.as_u64() < 8192 {
+                Err("must be at least 8KiB".into())
+            } else {
+                Ok(size)
+            }
+        }),
+    );
+    let positive = |value: Option<usize>, default: usize| match value {
+        Some(0) => Err("must be greater than zero".to_string()),
+        Some(n) => Ok(n),
+        None => Ok(default),
+    };
+    let max_headers = check(
+        problems,
+        "server.max_headers",
+        positive(s.max_headers, file::DEFAULT_MAX_HEADERS),
+    );
+    let max_connections = check(
+        problems,
+        "server.max_connections",
+        positive(s.max_connections, file::DEFAULT_MAX_CONNECTIONS),
+    );
+    if problems.len() != before {
+        return None;
+    }
+    Some(ServerSettings {
+        max_body: max_body?,
+        upstream_timeout: upstream_timeout?,
+        idle_timeout: idle_timeout?,
+        header_timeout: header_timeout?,
+        shutdown_grace: shutdown_grace?,
+        health_path: health_path?,
+        workers: s.workers.unwrap_or(0),
+        max_connections: max_connections?,
+        max_headers: max_headers?,
+        max_header_bytes: max_header_bytes?,
+    })
+}
+
+fn validate_csrf(c: &CsrfFile, problems: &mut Vec<String>) -> Option<CsrfPolicy> {
+    let before = problems.len();
+    let header = check(
+        problems,
+        "csrf.header",
+        http::HeaderName::from_bytes(
+            c.header
+                .as_deref()
+                .unwrap_or(file::DEFAULT_CSRF_HEADER)
+                .as_bytes(),
+        )
+        .map_err(|_| "is not a valid header name".to_string()),
+    );
+    let mode = match c.mode.as_deref().unwrap_or("origin") {
+        "origin" => Some(CsrfMode::Origin),
+        "header" => header.map(CsrfMode::Header),
+        "off" => Some(CsrfMode::Off),
+        other => {
+            problems.push(format!(
+                "csrf.mode: `{other}` must be one of origin, header, off"
+            ));
+            None
+        }
+    };
+    let mut allowed_origins = Vec::new();
+    for (i, origin) in c.allowed_origins.iter().flatten().enumerate() {
+        if let Some(origin) = check(
+            problems,
+            &format!("csrf.allowed_origins[{i}]"),
+            parse_origin(origin),
+        ) {
+            allowed_origins.push(origin);
+        }
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(CsrfPolicy {
+        mode: mode?,
+        allowed_origins,
+    })
+}
+
+fn validate_rate_limit(r: &RateLimitFile, problems: &mut Vec<String>) -> Option<RateLimitSettings> {
+    let before = problems.len();
+    let nonzero = |value: Option<u32>, default: u32| {
+        NonZeroU32::new(value.unwrap_or(default))
+            .ok_or_else(|| "must be greater than zero".to_string())
+    };
+    let per_second = check(
+        problems,
+        "rate_limit.per_second",
+        nonzero(r.per_second, file::DEFAULT_PER_SECOND),
+    );
+    let burst = check(
+        problems,
+        "rate_limit.burst",
+        nonzero(r.burst, file::DEFAULT_BURST),
+    );
+    let key = check(
+        problems,
+        "rate_limit.key",
+        KeyKind::parse(r.key.as_deref().unwrap_or("ip")),
+    );
+    let mut trusted_proxies = Vec::new();
+    for (i, cidr) in r.trusted_proxies.iter().flatten().enumerate() {
+        if let Some(cidr) = check(
+            problems,
+            &format!("rate_limit.trusted_proxies[{i}]"),
+            Cidr::parse(cidr),
+        ) {
+            trusted_proxies.push(cidr);
+        }
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(RateLimitSettings {
+        per_second: per_second?,
+        burst: burst?,
+        key: key?,
+        trusted_proxies,
+    })
 }
 
 fn validate_route(

@@ -6,7 +6,7 @@
 //! token. Detail goes to the log, once, where the error becomes a response.
 
 use bytes::Bytes;
-use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue};
+use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Response, StatusCode, Version};
 
 /// A boxed error from below (hyper, the network).
@@ -45,6 +45,12 @@ pub enum ProxyError {
     /// The route (or cookiegate, for CONNECT and TRACE) does not take this method.
     #[error("method not allowed")]
     MethodNotAllowed(HeaderValue),
+    /// A CSRF guard refused the request (cross-site, foreign origin, missing header).
+    #[error("cross-site request refused")]
+    CsrfRejected(crate::guard::csrf::CsrfReject),
+    /// The client is over its rate limit; retry after this long.
+    #[error("too many requests")]
+    RateLimited(std::time::Duration),
     /// The body is larger than the route's `max_body`.
     #[error("request body too large")]
     BodyTooLarge,
@@ -68,6 +74,8 @@ impl ProxyError {
             }
             Self::MissingSession | Self::UnusableSession => StatusCode::UNAUTHORIZED,
             Self::NoRoute => StatusCode::NOT_FOUND,
+            Self::CsrfRejected(_) => StatusCode::FORBIDDEN,
+            Self::RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Self::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
@@ -96,6 +104,12 @@ impl ProxyError {
             Self::MethodNotAllowed(allow) => {
                 headers.insert(ALLOW, allow.clone());
             }
+            Self::RateLimited(wait) => {
+                headers.insert(
+                    RETRY_AFTER,
+                    HeaderValue::from(crate::guard::rate_limit::retry_after_secs(*wait)),
+                );
+            }
             // The body was left unread (or half read): the connection cannot be reused.
             Self::BodyTooLarge | Self::BodyTimeout if version < Version::HTTP_2 => {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
@@ -109,6 +123,7 @@ impl ProxyError {
     pub fn detail(&self) -> Option<&'static str> {
         match self {
             Self::BadRequest(why) => Some(why),
+            Self::CsrfRejected(why) => Some(why.as_str()),
             _ => None,
         }
     }
@@ -132,6 +147,16 @@ mod tests {
             (ProxyError::MissingSession, 401, "not authenticated"),
             (ProxyError::UnusableSession, 401, "unusable session cookie"),
             (ProxyError::NoRoute, 404, "no route for this path"),
+            (
+                ProxyError::CsrfRejected(crate::guard::csrf::CsrfReject::CrossSite),
+                403,
+                "cross-site request refused",
+            ),
+            (
+                ProxyError::RateLimited(std::time::Duration::from_millis(1500)),
+                429,
+                "too many requests",
+            ),
             (
                 ProxyError::MethodNotAllowed(HeaderValue::from_static("GET")),
                 405,
@@ -165,5 +190,8 @@ mod tests {
         let allow = ProxyError::MethodNotAllowed(HeaderValue::from_static("POST"))
             .to_response(Version::HTTP_11);
         assert_eq!(allow.headers()[ALLOW], "POST");
+        let limited = ProxyError::RateLimited(std::time::Duration::from_millis(1500))
+            .to_response(Version::HTTP_11);
+        assert_eq!(limited.headers()[RETRY_AFTER], "2");
     }
 }

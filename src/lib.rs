@@ -7,6 +7,8 @@
 //!
 //! - [`server`]: accept loop, connection settings, header timeout, graceful shutdown;
 //! - [`routing`]: longest-prefix route lookup and upstream path mapping (pure);
+//! - [`guard`]: the checks every routed request passes, in one order: request smuggling
+//!   shapes, CSRF ([`guard::csrf`]), rate limits ([`guard::rate_limit`]);
 //! - [`auth`]: the session cookie and the [`auth::SessionToken`] that never prints;
 //! - [`proxy`]: one request end to end, with [`proxy::headers`] (header policy, pure),
 //!   [`proxy::body`] (size limit, idle timer), [`proxy::forward`] (upstream client) and
@@ -20,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod error;
+pub mod guard;
 pub mod proxy;
 pub mod routing;
 pub mod server;

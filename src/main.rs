@@ -107,6 +107,10 @@ fn run_runtime(
     level: &str,
     main: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
+    // Each proxied connection holds two descriptors (client and upstream); the usual soft limit
+    // of 1024 would cap `server.max_connections` far below its default. Raise it to the hard
+    // limit; if that fails, accept errors (EMFILE) are logged and retried.
+    let _ = rlimit::increase_nofile_limit(u64::MAX);
     cookiegate::telemetry::init(level)
         .map_err(|e| anyhow::anyhow!(e).context("cannot set up logging"))?;
     let runtime = if workers == 1 {

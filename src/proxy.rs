@@ -7,9 +7,10 @@
 //! 2. CONNECT and TRACE -> 405; a target that is not an origin-form path -> 400;
 //! 3. route by longest prefix -> 404; the route's methods -> 405;
 //! 4. path mapping: a remainder that could climb out of the base path -> 400;
-//! 5. a declared `Content-Length` over the route's `max_body` -> 413;
-//! 6. the session cookie -> 400 ambiguous, 401 missing or unusable;
-//! 7. forward, with the body limit and idle timer wrapping the body as it streams.
+//! 5. the guards ([`crate::guard`]): smuggling shapes -> 400, CSRF -> 403, rate limit -> 429;
+//! 6. a declared `Content-Length` over the route's `max_body` -> 413;
+//! 7. the session cookie -> 400 ambiguous, 401 missing or unusable;
+//! 8. forward, with the body limit and idle timer wrapping the body as it streams.
 
 pub mod body;
 pub mod forward;
@@ -25,9 +26,10 @@ use http::{Method, Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::auth::{AuthMode, SessionError, extract_session};
+use crate::auth::{AuthMode, SessionError, SessionToken, extract_session};
 use crate::config::Config;
 use crate::error::{BoxError, Fault, ProxyError};
+use crate::guard::{Guards, RequestFacts};
 use crate::routing::is_forwardable;
 use body::{LimitedBody, Progress};
 use forward::UpstreamClient;
@@ -41,6 +43,8 @@ pub struct AppState {
     pub config: Config,
     /// The pooled upstream client.
     pub client: UpstreamClient,
+    /// CSRF policy and rate limiter.
+    pub guards: Guards,
 }
 
 impl AppState {
@@ -51,13 +55,20 @@ impl AppState {
     pub fn new(config: Config) -> Result<Self, BoxError> {
         let client =
             forward::build_client(config.routes.has_https(), config.server.upstream_timeout)?;
-        Ok(Self { config, client })
+        let guards = Guards::new(&config);
+        Ok(Self {
+            config,
+            client,
+            guards,
+        })
     }
 }
 
 /// What we know about the client's connection, computed once per connection.
 #[derive(Debug)]
 pub struct ConnInfo {
+    /// The TCP peer's address.
+    pub peer: std::net::IpAddr,
     /// The TCP peer's address as a header value, for `X-Forwarded-For` and friends.
     pub client_ip: HeaderValue,
     /// `http` (cookiegate does not terminate TLS yet).
@@ -137,6 +148,32 @@ async fn proxy(
         .upstream
         .uri(rest, req.uri().query())
         .map_err(|_| ProxyError::UnsafePath)?;
+
+    // HTTP/2 clients send the host as `:authority`, HTTP/1 clients as `Host`.
+    let host = req.headers().get(HOST).cloned().or_else(|| {
+        req.uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    let session = match route.auth {
+        AuthMode::None => Ok(None),
+        _ => extract_session(req.headers(), &route.cookie),
+    };
+    let client_ip = state.guards.client_ip(conn.peer, req.headers());
+    state.guards.check(
+        route,
+        &RequestFacts {
+            method,
+            headers: req.headers(),
+            host: host.as_ref(),
+            client_ip,
+            session: session
+                .as_ref()
+                .ok()
+                .and_then(|s| s.as_ref().map(SessionToken::fingerprint)),
+        },
+    )?;
+
     let max_body = route.max_body.as_u64();
     if http_body::Body::size_hint(req.body())
         .exact()
@@ -144,32 +181,27 @@ async fn proxy(
     {
         return Err(ProxyError::BodyTooLarge);
     }
-    let bearer = match route.auth {
-        AuthMode::None => None,
-        mode => match extract_session(req.headers(), &route.cookie) {
-            Ok(Some(token)) => Some(token.authorization()),
-            Ok(None) if mode == AuthMode::Required => return Err(ProxyError::MissingSession),
-            Ok(None) => None,
-            Err(SessionError::Ambiguous) => return Err(ProxyError::AmbiguousSession),
-            Err(SessionError::Unusable) => return Err(ProxyError::UnusableSession),
-        },
+    let bearer = match session {
+        Ok(Some(token)) => Some(token.authorization()),
+        Ok(None) if route.auth == AuthMode::Required => return Err(ProxyError::MissingSession),
+        Ok(None) => None,
+        Err(SessionError::Ambiguous) => return Err(ProxyError::AmbiguousSession),
+        Err(SessionError::Unusable) => return Err(ProxyError::UnusableSession),
     };
 
     let (mut parts, incoming) = req.into_parts();
-    // HTTP/2 clients send the host as `:authority`, HTTP/1 clients as `Host`.
-    let host = parts.headers.get(HOST).cloned().or_else(|| {
-        parts
-            .uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
+    let client_ip = if client_ip == conn.peer {
+        conn.client_ip.clone()
+    } else {
+        headers::ip_header_value(client_ip)
+    };
     headers::to_upstream(
         &mut parts.headers,
         UpstreamHeaders {
             bearer,
             keep_client_authorization: route.auth == AuthMode::None,
             forward_cookies: route.forward_cookies,
-            client_ip: &conn.client_ip,
+            client_ip: &client_ip,
             host: host.as_ref(),
             proto: conn.proto,
         },

@@ -173,6 +173,14 @@ pub struct PathRefused;
 /// `remainder` is what [`RoutePrefix::strip`] left: empty or starting with `/`. It is appended
 /// exactly as sent (`%2F` stays `%2F`, a trailing `/` stays); an empty result becomes `/`.
 ///
+/// ```
+/// use cookiegate::routing::{map_path, PathRefused};
+///
+/// assert_eq!(map_path("/chatkit", "", None).as_deref(), Ok("/chatkit"));
+/// assert_eq!(map_path("", "/a%2Fb/", Some("tag=a&tag=b")).as_deref(), Ok("/a%2Fb/?tag=a&tag=b"));
+/// assert_eq!(map_path("/v1", "/..%2Fadmin", None), Err(PathRefused));
+/// ```
+///
 /// # Errors
 /// [`PathRefused`] when [`is_safe_remainder`] says no.
 pub fn map_path(

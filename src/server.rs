@@ -12,6 +12,7 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
@@ -30,18 +31,35 @@ pub async fn serve(
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
+        .max_headers(settings.max_headers)
+        .max_buf_size(usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX))
         .keep_alive(true);
-    builder.http2().timer(TokioTimer::new());
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(
+            u32::try_from(settings.max_header_bytes.as_u64()).unwrap_or(u32::MAX),
+        );
     let builder = Arc::new(builder);
     let header_timeout = settings.header_timeout;
     let grace = settings.shutdown_grace;
 
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
+    let mut refusals = JoinSet::new();
+    let max_connections = settings.max_connections;
+    let mut sweep = tokio::time::interval(SWEEP_EVERY);
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
+            _ = sweep.tick() => {
+                if let Some(limiter) = &state.guards.limiter {
+                    limiter.sweep();
+                }
+                continue;
+            }
             () = &mut shutdown => break,
         };
         // Reap finished connection tasks so the set stays as small as the live connections.
@@ -55,6 +73,17 @@ pub async fn serve(
                 continue;
             }
         };
+        if connections.len() >= max_connections {
+            tracing::warn!(
+                max_connections,
+                "connection limit reached; refusing a connection"
+            );
+            while refusals.try_join_next().is_some() {}
+            if refusals.len() < MAX_REFUSALS_IN_FLIGHT {
+                refusals.spawn(refuse(stream));
+            }
+            continue;
+        }
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let state = state.clone();
@@ -64,6 +93,7 @@ pub async fn serve(
                 return;
             }
             let info = Arc::new(ConnInfo {
+                peer: peer.ip(),
                 client_ip: ip_header_value(peer.ip()),
                 proto: "http",
             });
@@ -87,6 +117,40 @@ pub async fn serve(
         ),
     }
     connections.shutdown().await;
+    refusals.shutdown().await;
+}
+
+/// Refusals being written at once; past this, excess connections are simply closed.
+const MAX_REFUSALS_IN_FLIGHT: usize = 256;
+
+/// How often the rate limiter forgets clients whose bucket has refilled.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Answers a connection over `server.max_connections` with a 503 JSON error and closes it.
+/// The request is read (bounded, briefly) before closing so the kernel does not reset the
+/// connection and destroy the answer before the client reads it.
+async fn refuse(mut stream: TcpStream) {
+    let body = serde_json::json!({ "error": "too many connections" }).to_string();
+    let busy = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
+        body.len()
+    );
+    let drain = async {
+        stream.write_all(busy.as_bytes()).await?;
+        stream.shutdown().await?;
+        let mut sink = [0u8; 4096];
+        let mut left: usize = 64 * 1024;
+        while left > 0 {
+            let n = stream.read(&mut sink).await?;
+            if n == 0 {
+                break;
+            }
+            left = left.saturating_sub(n);
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
 }
 
 /// Waits (up to the header timeout) for a new connection's first bytes, so a client that

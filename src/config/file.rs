@@ -25,6 +25,18 @@ pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
 pub const DEFAULT_COOKIE: &str = "auth_token";
 /// Default route prefix in zero-config mode.
 pub const DEFAULT_PREFIX: &str = "/api/proxy";
+/// Default cap on concurrent client connections.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+/// Default cap on request header fields (hyper's own default).
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+/// Default cap on a request head's size.
+pub const DEFAULT_MAX_HEADER_BYTES: &str = "64KiB";
+/// Default CSRF header for `csrf.mode = "header"`.
+pub const DEFAULT_CSRF_HEADER: &str = "x-csrf";
+/// Default sustained rate per client when `[rate_limit]` is present.
+pub const DEFAULT_PER_SECOND: u32 = 20;
+/// Default burst per client when `[rate_limit]` is present.
+pub const DEFAULT_BURST: u32 = 40;
 /// Default log level when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -40,6 +52,11 @@ pub struct FileConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: LogFile,
+    /// `[csrf]`.
+    #[serde(default)]
+    pub csrf: CsrfFile,
+    /// `[rate_limit]`; absent = no rate limit.
+    pub rate_limit: Option<RateLimitFile>,
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RouteFile>,
@@ -63,6 +80,38 @@ pub struct ServerFile {
     pub health_path: Option<String>,
     /// Runtime worker threads; 0 or absent = one per CPU.
     pub workers: Option<usize>,
+    /// Concurrent client connections; excess are answered 503 and closed.
+    pub max_connections: Option<usize>,
+    /// Request header fields allowed (more -> 431).
+    pub max_headers: Option<usize>,
+    /// Size a request head may take (larger -> 431), at least `"8KiB"`.
+    pub max_header_bytes: Option<String>,
+}
+
+/// `[csrf]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CsrfFile {
+    /// `origin` (default) | `header` | `off`.
+    pub mode: Option<String>,
+    /// Extra origins allowed for unsafe methods.
+    pub allowed_origins: Option<Vec<String>>,
+    /// The header `mode = "header"` requires.
+    pub header: Option<String>,
+}
+
+/// `[rate_limit]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitFile {
+    /// Sustained requests per second per client.
+    pub per_second: Option<u32>,
+    /// Requests allowed at once.
+    pub burst: Option<u32>,
+    /// `ip` | `session` | `ip+session`.
+    pub key: Option<String>,
+    /// CIDRs whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[log]`.

@@ -9,8 +9,8 @@
 //! Requests with neither header (curl, server-to-server) pass: they carry no ambient browser
 //! cookies an attacker could ride on, so there is nothing to forge.
 
-use http::header::{HeaderMap, HeaderName, HeaderValue, ORIGIN};
 use http::Method;
+use http::header::{HeaderMap, HeaderName, HeaderValue, ORIGIN};
 
 /// `Sec-Fetch-Site` (Fetch Metadata Request Headers, W3C).
 static SEC_FETCH_SITE: HeaderName = HeaderName::from_static("sec-fetch-site");
@@ -75,20 +75,27 @@ impl CsrfReject {
 pub fn parse_origin(text: &str) -> Result<String, String> {
     let lower = text.trim().trim_end_matches('/').to_ascii_lowercase();
     let Some((scheme, authority)) = lower.split_once("://") else {
-        return Err(format!("`{text}` must look like \"https://app.example.com\""));
+        return Err(format!(
+            "`{text}` must look like \"https://app.example.com\""
+        ));
     };
     if scheme != "http" && scheme != "https" {
         return Err(format!("`{text}` must use http or https"));
     }
     if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-        return Err(format!("`{text}` must be scheme://host[:port] with no path"));
+        return Err(format!(
+            "`{text}` must be scheme://host[:port] with no path"
+        ));
     }
     Ok(lower)
 }
 
 /// RFC 9110 §9.2.1: GET, HEAD, OPTIONS and TRACE are safe; everything else may change state.
 pub fn is_safe_method(method: &Method) -> bool {
-    matches!(*method, Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE)
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    )
 }
 
 impl CsrfPolicy {
@@ -171,7 +178,11 @@ mod tests {
         map
     }
 
-    fn check(policy: &CsrfPolicy, method: Method, pairs: &[(&str, &str)]) -> Result<(), CsrfReject> {
+    fn check(
+        policy: &CsrfPolicy,
+        method: Method,
+        pairs: &[(&str, &str)],
+    ) -> Result<(), CsrfReject> {
         let host = HeaderValue::from_static("app.localhost:4000");
         policy.check(&method, &headers(pairs), Some(&host))
     }
@@ -179,23 +190,66 @@ mod tests {
     #[test]
     fn origin_mode_refuses_cross_site_and_foreign_origins() {
         let p = CsrfPolicy::default();
-        assert_eq!(check(&p, Method::POST, &[("sec-fetch-site", "cross-site")]), Err(CsrfReject::CrossSite));
         assert_eq!(
-            check(&p, Method::DELETE, &[("origin", "http://evil.localhost:4000"), ("sec-fetch-site", "same-site")]),
+            check(&p, Method::POST, &[("sec-fetch-site", "cross-site")]),
+            Err(CsrfReject::CrossSite)
+        );
+        assert_eq!(
+            check(
+                &p,
+                Method::DELETE,
+                &[
+                    ("origin", "http://evil.localhost:4000"),
+                    ("sec-fetch-site", "same-site")
+                ]
+            ),
             Err(CsrfReject::ForeignOrigin)
         );
-        assert_eq!(check(&p, Method::PUT, &[("origin", "null")]), Err(CsrfReject::ForeignOrigin));
-        assert_eq!(check(&p, Method::PATCH, &[("origin", "http://app.localhost:4001")]), Err(CsrfReject::ForeignOrigin));
+        assert_eq!(
+            check(&p, Method::PUT, &[("origin", "null")]),
+            Err(CsrfReject::ForeignOrigin)
+        );
+        assert_eq!(
+            check(
+                &p,
+                Method::PATCH,
+                &[("origin", "http://app.localhost:4001")]
+            ),
+            Err(CsrfReject::ForeignOrigin)
+        );
     }
 
     #[test]
     fn origin_mode_lets_same_origin_safe_and_headerless_requests_through() {
         let p = CsrfPolicy::default();
-        assert_eq!(check(&p, Method::POST, &[("origin", "http://app.localhost:4000"), ("sec-fetch-site", "same-origin")]), Ok(()));
-        assert_eq!(check(&p, Method::POST, &[("origin", "https://APP.localhost:4000")]), Ok(()));
+        assert_eq!(
+            check(
+                &p,
+                Method::POST,
+                &[
+                    ("origin", "http://app.localhost:4000"),
+                    ("sec-fetch-site", "same-origin")
+                ]
+            ),
+            Ok(())
+        );
+        assert_eq!(
+            check(
+                &p,
+                Method::POST,
+                &[("origin", "https://APP.localhost:4000")]
+            ),
+            Ok(())
+        );
         assert_eq!(check(&p, Method::POST, &[]), Ok(()));
-        assert_eq!(check(&p, Method::GET, &[("sec-fetch-site", "cross-site")]), Ok(()));
-        assert_eq!(check(&p, Method::HEAD, &[("origin", "http://evil.example")]), Ok(()));
+        assert_eq!(
+            check(&p, Method::GET, &[("sec-fetch-site", "cross-site")]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&p, Method::HEAD, &[("origin", "http://evil.example")]),
+            Ok(())
+        );
     }
 
     #[test]
@@ -204,8 +258,14 @@ mod tests {
             mode: CsrfMode::Origin,
             allowed_origins: vec![parse_origin("https://admin.example.com/").unwrap()],
         };
-        assert_eq!(check(&p, Method::POST, &[("origin", "https://admin.example.com")]), Ok(()));
-        assert_eq!(check(&p, Method::POST, &[("origin", "http://admin.example.com")]), Err(CsrfReject::ForeignOrigin));
+        assert_eq!(
+            check(&p, Method::POST, &[("origin", "https://admin.example.com")]),
+            Ok(())
+        );
+        assert_eq!(
+            check(&p, Method::POST, &[("origin", "http://admin.example.com")]),
+            Err(CsrfReject::ForeignOrigin)
+        );
     }
 
     #[test]
@@ -216,19 +276,35 @@ mod tests {
         };
         assert_eq!(check(&p, Method::POST, &[]), Err(CsrfReject::MissingHeader));
         assert_eq!(check(&p, Method::POST, &[("x-csrf", "1")]), Ok(()));
-        assert_eq!(check(&p, Method::POST, &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")]), Err(CsrfReject::CrossSite));
+        assert_eq!(
+            check(
+                &p,
+                Method::POST,
+                &[("x-csrf", "1"), ("sec-fetch-site", "cross-site")]
+            ),
+            Err(CsrfReject::CrossSite)
+        );
         assert_eq!(check(&p, Method::GET, &[]), Ok(()));
     }
 
     #[test]
     fn off_mode_allows_everything() {
-        let p = CsrfPolicy { mode: CsrfMode::Off, allowed_origins: vec![] };
-        assert_eq!(check(&p, Method::POST, &[("sec-fetch-site", "cross-site")]), Ok(()));
+        let p = CsrfPolicy {
+            mode: CsrfMode::Off,
+            allowed_origins: vec![],
+        };
+        assert_eq!(
+            check(&p, Method::POST, &[("sec-fetch-site", "cross-site")]),
+            Ok(())
+        );
     }
 
     #[test]
     fn config_origins_are_validated() {
-        assert_eq!(parse_origin("HTTPS://App.Example.com/").unwrap(), "https://app.example.com");
+        assert_eq!(
+            parse_origin("HTTPS://App.Example.com/").unwrap(),
+            "https://app.example.com"
+        );
         assert!(parse_origin("app.example.com").is_err());
         assert!(parse_origin("https://app.example.com/path").is_err());
         assert!(parse_origin("ftp://x").is_err());

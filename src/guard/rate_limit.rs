@@ -94,10 +94,14 @@ impl Cidr {
     pub fn contains(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         match (self.network, ip) {
-            (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                prefix_eq(u128::from(u32::from(net)) << 96, u128::from(u32::from(ip)) << 96, self.prefix)
+            (IpAddr::V4(net), IpAddr::V4(ip)) => prefix_eq(
+                u128::from(u32::from(net)) << 96,
+                u128::from(u32::from(ip)) << 96,
+                self.prefix,
+            ),
+            (IpAddr::V6(net), IpAddr::V6(ip)) => {
+                prefix_eq(u128::from(net), u128::from(ip), self.prefix)
             }
-            (IpAddr::V6(net), IpAddr::V6(ip)) => prefix_eq(u128::from(net), u128::from(ip), self.prefix),
             _ => false,
         }
     }
@@ -164,7 +168,12 @@ pub struct ClientLimiter {
 
 impl ClientLimiter {
     /// `per_second` sustained, `burst` at once, per key.
-    pub fn new(per_second: NonZeroU32, burst: NonZeroU32, key: KeyKind, trusted_proxies: Vec<Cidr>) -> Self {
+    pub fn new(
+        per_second: NonZeroU32,
+        burst: NonZeroU32,
+        key: KeyKind,
+        trusted_proxies: Vec<Cidr>,
+    ) -> Self {
         let quota = Quota::per_second(per_second).allow_burst(burst);
         let clock = DefaultClock::default();
         Self {
@@ -249,7 +258,10 @@ mod tests {
         assert_eq!(KeyKind::Ip.key(ip, Some(7)), ClientKey::Ip(ip));
         assert_eq!(KeyKind::Session.key(ip, Some(7)), ClientKey::Session(7));
         assert_eq!(KeyKind::Session.key(ip, None), ClientKey::Ip(ip));
-        assert_eq!(KeyKind::IpSession.key(ip, Some(7)), ClientKey::IpSession(ip, 7));
+        assert_eq!(
+            KeyKind::IpSession.key(ip, Some(7)),
+            ClientKey::IpSession(ip, 7)
+        );
         assert!(KeyKind::parse("cookie").is_err());
     }
 
@@ -260,7 +272,11 @@ mod tests {
         assert!(net.contains("::ffff:10.1.1.1".parse().unwrap()));
         assert!(!net.contains("11.0.0.1".parse().unwrap()));
         assert!(Cidr::parse("::1").unwrap().contains("::1".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
         assert!(Cidr::parse("10.0.0.0/33").is_err());
         assert!(Cidr::parse("ten").is_err());
     }
@@ -279,14 +295,27 @@ mod tests {
         let peer_untrusted: IpAddr = "203.0.113.9".parse().unwrap();
         let peer_trusted: IpAddr = "10.0.0.5".parse().unwrap();
         // An untrusted peer's header is ignored.
-        assert_eq!(client_ip(peer_untrusted, &xff(&["1.2.3.4"]), &trusted), peer_untrusted);
+        assert_eq!(
+            client_ip(peer_untrusted, &xff(&["1.2.3.4"]), &trusted),
+            peer_untrusted
+        );
         // Behind a trusted proxy: right-most untrusted hop, not the spoofable left-most one.
-        let ip = client_ip(peer_trusted, &xff(&["6.6.6.6, 198.51.100.7", "10.0.0.9"]), &trusted);
+        let ip = client_ip(
+            peer_trusted,
+            &xff(&["6.6.6.6, 198.51.100.7", "10.0.0.9"]),
+            &trusted,
+        );
         assert_eq!(ip, "198.51.100.7".parse::<IpAddr>().unwrap());
         // No header: the proxy itself.
-        assert_eq!(client_ip(peer_trusted, &HeaderMap::new(), &trusted), peer_trusted);
+        assert_eq!(
+            client_ip(peer_trusted, &HeaderMap::new(), &trusted),
+            peer_trusted
+        );
         // Garbage stops the walk at the last good hop.
-        assert_eq!(client_ip(peer_trusted, &xff(&["junk, 10.0.0.7"]), &trusted), "10.0.0.7".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(peer_trusted, &xff(&["junk, 10.0.0.7"]), &trusted),
+            "10.0.0.7".parse::<IpAddr>().unwrap()
+        );
     }
 
     #[test]
