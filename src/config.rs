@@ -253,6 +253,24 @@ impl Config {
     pub fn describe(&self) -> String {
         use std::fmt::Write as _;
         let mut out = format!("listen {}\n", self.listen);
+        let csrf = match &self.csrf.mode {
+            CsrfMode::Origin => "origin".to_string(),
+            CsrfMode::Header(name) => format!("header {name}"),
+            CsrfMode::Off => "off".to_string(),
+        };
+        let _ = writeln!(out, "csrf {csrf}");
+        match &self.rate_limit {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "rate_limit {}/s burst {} by {}",
+                    r.per_second,
+                    r.burst,
+                    r.key.as_str()
+                );
+            }
+            None => out.push_str("rate_limit off\n"),
+        }
         let rows: Vec<[String; 6]> = self
             .routes
             .in_file_order()
@@ -637,6 +655,15 @@ mod tests {
         assert_eq!(cfg.server.header_timeout, Duration::from_secs(10));
         assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!(cfg.server.health_path.as_deref(), Some("/healthz"));
+        assert_eq!(cfg.server.max_connections, 10_000);
+        assert_eq!(cfg.server.max_headers, 100);
+        assert_eq!(cfg.server.max_header_bytes, ByteSize(64 * 1024));
+        assert!(matches!(cfg.csrf.mode, CsrfMode::Origin));
+        assert!(cfg.csrf.allowed_origins.is_empty());
+        assert!(
+            cfg.rate_limit.is_none(),
+            "the README's [rate_limit] is commented out: off"
+        );
         let (chatkit, rest) = cfg.routes.find("/api/chatkit").unwrap();
         assert_eq!(rest, "");
         assert_eq!(chatkit.upstream.base_path(), "/chatkit");
@@ -697,6 +724,54 @@ upstream = "http://127.0.0.1:2"
             "routes[1].auth: `maybe` must be one of required, optional, none",
             "routes[1].methods: `TRACE` is never forwarded",
             "routes[2].prefix: `/ok` is already used by routes[0]",
+        ];
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
+    #[test]
+    fn guard_sections_parse_with_defaults_and_problems() {
+        let cfg = Config::from_toml_str(
+            "[rate_limit]\n[csrf]\nmode = \"header\"\nallowed_origins = [\"https://Admin.example.com/\"]\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\n",
+        )
+        .unwrap();
+        let rate = cfg.rate_limit.unwrap();
+        assert_eq!((rate.per_second.get(), rate.burst.get()), (20, 40));
+        assert_eq!(rate.key, KeyKind::Ip);
+        assert!(matches!(cfg.csrf.mode, CsrfMode::Header(ref h) if h == "x-csrf"));
+        assert_eq!(cfg.csrf.allowed_origins, ["https://admin.example.com"]);
+
+        let found = problems(
+            r#"
+[server]
+max_header_bytes = "1KiB"
+max_connections = 0
+[csrf]
+mode = "strict"
+allowed_origins = ["admin.example.com"]
+[rate_limit]
+per_second = 0
+key = "cookie"
+trusted_proxies = ["10.0.0.0/40"]
+[[routes]]
+prefix = "/"
+upstream = "http://h"
+"#,
+        );
+        let expected = [
+            "server.max_header_bytes: must be at least 8KiB",
+            "server.max_connections: must be greater than zero",
+            "csrf.mode: `strict` must be one of origin, header, off",
+            "csrf.allowed_origins[0]: `admin.example.com` must look like",
+            "rate_limit.per_second: must be greater than zero",
+            "rate_limit.key: `cookie` must be one of ip, session, ip+session",
+            "rate_limit.trusted_proxies[0]: `10.0.0.0/40` is not an IP network",
         ];
         for want in expected {
             assert!(

@@ -4,7 +4,10 @@
 //! route can skip a guard (Duende BFF shipped advisories because config-declared routes skipped
 //! its CSRF check). The order, after routing and path mapping:
 //!
-//! 1. request smuggling shapes (`Content-Length` with `Transfer-Encoding`) -> 400;
+//! 1. request smuggling shapes (`Content-Length` with `Transfer-Encoding`) -> 400; hyper drops
+//!    `Content-Length` from such an HTTP/1 request before we see it, so [`framing`] finds the
+//!    shape in the connection's raw bytes and `proxy` calls [`check_raw_framing`] with what it
+//!    found right before [`Guards::check`];
 //! 2. CSRF, for unsafe methods on routes that send a token -> 403;
 //! 3. the rate limit, per client -> 429 with `Retry-After`.
 //!
@@ -13,6 +16,7 @@
 //! body and the token.
 
 pub mod csrf;
+pub mod framing;
 pub mod rate_limit;
 
 use std::net::IpAddr;
@@ -91,15 +95,32 @@ impl Guards {
     }
 }
 
+/// Refuses an HTTP/1 request whose raw head carried both `Content-Length` and
+/// `Transfer-Encoding`, as the connection's [`framing::FramingScanner`] saw it: hyper frames
+/// such a request by `Transfer-Encoding` and leaves `Content-Length` out of the headers
+/// [`Guards::check`] sees (RFC 9112 §6.3), so the shape is only visible in the raw bytes. Runs
+/// right before [`Guards::check`], which keeps the smuggling check first.
+///
+/// # Errors
+/// [`ProxyError::BadRequest`] when `had_both`.
+pub fn check_raw_framing(had_both: bool) -> Result<(), ProxyError> {
+    if had_both {
+        return Err(ProxyError::BadRequest(BOTH_FRAMINGS));
+    }
+    Ok(())
+}
+
+const BOTH_FRAMINGS: &str = "both content-length and transfer-encoding";
+
 /// Refuses a request whose body length two framings disagree on (RFC 9112 §6.3: a message with
 /// both `Transfer-Encoding` and `Content-Length` "ought to be handled as an error"), the classic
 /// request-smuggling shape. hyper already refuses differing duplicated `Content-Length`s and
-/// obs-folded headers while parsing.
+/// obs-folded headers while parsing. Over HTTP/1 hyper never lets both through (see
+/// [`check_raw_framing`]) and HTTP/2 forbids `Transfer-Encoding`; this stays for any other
+/// way a request is built.
 fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
     if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
-        return Err(ProxyError::BadRequest(
-            "both content-length and transfer-encoding",
-        ));
+        return Err(ProxyError::BadRequest(BOTH_FRAMINGS));
     }
     Ok(())
 }

@@ -7,7 +7,8 @@
 //! 2. CONNECT and TRACE -> 405; a target that is not an origin-form path -> 400;
 //! 3. route by longest prefix -> 404; the route's methods -> 405;
 //! 4. path mapping: a remainder that could climb out of the base path -> 400;
-//! 5. the guards ([`crate::guard`]): smuggling shapes -> 400, CSRF -> 403, rate limit -> 429;
+//! 5. the guards ([`crate::guard`]): smuggling shapes -> 400 (for HTTP/1 also as found in the
+//!    connection's raw bytes, [`crate::guard::framing`]), CSRF -> 403, rate limit -> 429;
 //! 6. a declared `Content-Length` over the route's `max_body` -> 413;
 //! 7. the session cookie -> 400 ambiguous, 401 missing or unusable;
 //! 8. forward, with the body limit and idle timer wrapping the body as it streams.
@@ -29,7 +30,8 @@ use tokio::time::Instant;
 use crate::auth::{AuthMode, SessionError, SessionToken, extract_session};
 use crate::config::Config;
 use crate::error::{BoxError, Fault, ProxyError};
-use crate::guard::{Guards, RequestFacts};
+use crate::guard::framing::FramingWatch;
+use crate::guard::{self, Guards, RequestFacts};
 use crate::routing::is_forwardable;
 use body::{LimitedBody, Progress};
 use forward::UpstreamClient;
@@ -73,6 +75,8 @@ pub struct ConnInfo {
     pub client_ip: HeaderValue,
     /// `http` (cookiegate does not terminate TLS yet).
     pub proto: &'static str,
+    /// What the connection's raw-byte scanner found about its HTTP/1 request heads.
+    pub framing: Arc<FramingWatch>,
 }
 
 /// Answers one request. Never fails: every error becomes a JSON response here.
@@ -117,6 +121,9 @@ async fn proxy(
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
+    // Counted first, once per HTTP/1 request whatever its fate, so the count stays in step
+    // with the heads the scanner saw.
+    let had_both_framings = req.version() < Version::HTTP_2 && conn.framing.next_request_had_both();
     let method = req.method();
     let path = req.uri().path();
 
@@ -160,6 +167,7 @@ async fn proxy(
         _ => extract_session(req.headers(), &route.cookie),
     };
     let client_ip = state.guards.client_ip(conn.peer, req.headers());
+    guard::check_raw_framing(had_both_framings)?;
     state.guards.check(
         route,
         &RequestFacts {

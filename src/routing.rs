@@ -258,13 +258,18 @@ fn classify(rest: &[u8]) -> (Token, usize) {
         [b'.', ..] => (Token::Dot, 1),
         [b';', ..] => (Token::Params, 1),
         [0, ..] => (Token::Nul, 1),
-        [b'%', hi, lo, ..] => match (hi.to_ascii_lowercase(), lo.to_ascii_lowercase()) {
-            (b'2', b'f') | (b'5', b'c') => (Token::Separator, 3),
-            (b'2', b'e') => (Token::Dot, 3),
-            (b'0', b'0') => (Token::Nul, 3),
-            (b'3', b'b') => (Token::Params, 3),
-            _ => (Token::Other, 3),
-        },
+        // Only a real escape (two hex digits) is one token. A stray `%` is a plain byte: taking
+        // the next two bytes with it would hide a separator or an escape behind it (`;%/../x`
+        // and `%%00` slipped through that way; found by the `guards` fuzz checks, issue 3).
+        [b'%', hi, lo, ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
+            match (hi.to_ascii_lowercase(), lo.to_ascii_lowercase()) {
+                (b'2', b'f') | (b'5', b'c') => (Token::Separator, 3),
+                (b'2', b'e') => (Token::Dot, 3),
+                (b'0', b'0') => (Token::Nul, 3),
+                (b'3', b'b') => (Token::Params, 3),
+                _ => (Token::Other, 3),
+            }
+        }
         _ => (Token::Other, 1),
     }
 }
@@ -550,6 +555,11 @@ mod tests {
             "/a\0b",
             "/x/%2e%2e%5c",
             "/.;",
+            // Issue 3: a stray `%` must not swallow the separator or escape after it.
+            "/;%/../admin",
+            "/;x%/..%2fadmin",
+            "/%%00",
+            "/a%/..",
         ];
         for rest in refused {
             assert_eq!(map_path("/base", rest, None), Err(PathRefused), "{rest:?}");

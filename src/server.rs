@@ -5,17 +5,20 @@
 //! knowledge, detected from its first bytes.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::guard::framing::{FramingScanner, FramingWatch};
 use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
@@ -26,13 +29,15 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let settings = &state.config.server;
+    let max_head_bytes = usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX);
+    let max_headers = settings.max_headers;
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
-        .max_headers(settings.max_headers)
-        .max_buf_size(usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX))
+        .max_headers(max_headers)
+        .max_buf_size(max_head_bytes)
         .keep_alive(true);
     builder
         .http2()
@@ -92,10 +97,17 @@ pub async fn serve(
             if !first_bytes_arrive(&stream, header_timeout).await {
                 return;
             }
+            let framing = Arc::new(FramingWatch::default());
+            let stream = Scanned {
+                stream,
+                scanner: FramingScanner::new(max_head_bytes, max_headers),
+                watch: framing.clone(),
+            };
             let info = Arc::new(ConnInfo {
                 peer: peer.ip(),
                 client_ip: ip_header_value(peer.ip()),
                 proto: "http",
+                framing,
             });
             let service = service_fn(move |req| proxy::handle(state.clone(), info.clone(), req));
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -151,6 +163,64 @@ async fn refuse(mut stream: TcpStream) {
         Ok::<_, std::io::Error>(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+}
+
+/// A client connection (any byte stream) whose incoming bytes pass through a
+/// [`FramingScanner`] on their way to hyper, so request smuggling shapes hyper hides from its
+/// requests are still refused ([`crate::guard::check_raw_framing`]). Writes go straight
+/// through.
+struct Scanned<S> {
+    stream: S,
+    scanner: FramingScanner,
+    watch: Arc<FramingWatch>,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
+        if let Poll::Ready(Ok(())) = polled {
+            if let Some(head) = this.scanner.feed(&buf.filled()[before..]) {
+                this.watch.report(head);
+            }
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Scanned<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
 }
 
 /// Waits (up to the header timeout) for a new connection's first bytes, so a client that

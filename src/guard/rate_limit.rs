@@ -53,6 +53,15 @@ pub enum ClientKey {
 }
 
 impl KeyKind {
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ip => "ip",
+            Self::Session => "session",
+            Self::IpSession => "ip+session",
+        }
+    }
+
     /// The key for a client at `ip` with an optional session fingerprint.
     pub fn key(self, ip: IpAddr, session: Option<u64>) -> ClientKey {
         match (self, session) {

@@ -4,13 +4,17 @@
 // Test helpers outside #[test] functions panic on purpose: a failed setup is a failed test.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod cli;
 mod concurrency;
+mod csrf;
 mod demo;
 mod errors;
 mod forwarding;
+mod rate_limit;
 mod secrets;
 mod shutdown;
 mod smoke;
 mod streaming;
 mod support;
+mod tls;
