@@ -162,6 +162,12 @@ impl FramingScanner {
     /// Parses a complete head as hyper does (`proto/h1/role.rs`, `Server::parse`): the body
     /// that follows it and whether it carried both framings; `None` where hyper refuses it.
     fn body_of(&self, head: &[u8]) -> Option<(State, bool)> {
+        // Fast path for the common head with no body framing at all (GET, HEAD, DELETE…): no
+        // body follows, and nothing to refuse. A head hyper would refuse ends the connection
+        // anyway, so nothing after it needs following.
+        if !needs_full_parse(head) {
+            return Some((State::Head, false));
+        }
         let mut fields = vec![httparse::EMPTY_HEADER; self.max_headers];
         let mut req = httparse::Request::new(&mut fields);
         match httparse::ParserConfig::default().parse_request(&mut req, head) {
@@ -317,6 +323,24 @@ impl FramingWatch {
     }
 }
 
+/// Whether `head` needs the full parse: it names `Content-Length` or `Transfer-Encoding` (any
+/// case; httparse refuses space before the colon, so a line start is enough), or it is
+/// something hyper refuses or treats apart and the scanner must stop on (an obs-folded line,
+/// the HTTP/2 preface).
+fn needs_full_parse(head: &[u8]) -> bool {
+    head.starts_with(b"PRI ")
+        || head.split(|&b| b == b'\n').skip(1).any(|line| {
+            line.starts_with(b" ")
+                || line.starts_with(b"\t")
+                || starts_with_ignore_case(line, b"content-length:")
+                || starts_with_ignore_case(line, b"transfer-encoding:")
+        })
+}
+
+fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
+    line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -411,9 +435,16 @@ mod tests {
         let mut small = FramingScanner::new(32, 100);
         assert_eq!(small.feed(&[b'x'; 64]), None);
         assert_eq!(small.state, State::Stopped);
+        // Too many fields: hyper answers 431 and closes. A head without framing fields takes
+        // the fast path and reports nothing; one with them is parsed and stops the scanner.
         let mut few = FramingScanner::new(1024, 2);
         assert_eq!(
             few.feed(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"),
+            None
+        );
+        let mut few = FramingScanner::new(1024, 2);
+        assert_eq!(
+            few.feed(b"POST / HTTP/1.1\r\nA: 1\r\nContent-Length: 0\r\nTransfer-Encoding: chunked\r\n\r\n"),
             None
         );
         assert_eq!(few.state, State::Stopped);
