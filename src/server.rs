@@ -233,3 +233,23 @@ async fn first_bytes_arrive(stream: &TcpStream, header_timeout: Duration) -> boo
         Ok(Ok(n)) if n > 0
     )
 }
+
+/// Pending connections the kernel queues for `accept`. The usual 128 overflows under a burst of
+/// new connections (clients then retry after a second); nginx uses 511, we take 1024.
+const LISTEN_BACKLOG: u32 = 1024;
+
+/// Binds a listener with `SO_REUSEADDR` (so a restart does not wait out `TIME_WAIT`) and a
+/// deeper accept queue than the default.
+///
+/// # Errors
+/// When the address cannot be bound.
+pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
+}
