@@ -42,7 +42,8 @@ const COOKIE: &str = "auth_token";
 /// # Errors
 /// When a socket cannot be bound, or (a bug) the demo's own configuration is refused.
 pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
-    let listener = crate::server::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    let listener =
+        crate::server::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     start(listener, shutdown).await
 }
 

@@ -86,7 +86,8 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let workers = config.server.workers;
     let level = config.log_level.clone();
     run_runtime(workers, &level, async move {
-        let listener = cookiegate::server::bind(config.listen).with_context(|| format!("cannot listen on {}", config.listen))?;
+        let listener = cookiegate::server::bind(config.listen)
+            .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
         let state = Arc::new(
             cookiegate::AppState::new(config)
