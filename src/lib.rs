@@ -11,7 +11,8 @@
 //!   shapes, CSRF ([`guard::csrf`]), rate limits ([`guard::rate_limit`]);
 //! - [`auth`]: the session cookie and the [`auth::SessionToken`] that never prints;
 //! - [`proxy`]: one request end to end, with [`proxy::headers`] (header policy, pure),
-//!   [`proxy::body`] (size limit, idle timer), [`proxy::forward`] (upstream client) and
+//!   [`proxy::body`] (size limit, idle timer), [`proxy::forward`] (sending upstream, the wait
+//!   for the response head), [`proxy::pool`] (keep-alive upstream connections) and
 //!   [`proxy::relay`] (streaming back, access log);
 //! - [`error`]: [`ProxyError`], its status and its JSON body, in one place;
 //! - [`config`]: the TOML file model and its validation; [`cli`] and [`telemetry`] serve `main`;

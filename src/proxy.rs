@@ -16,6 +16,7 @@
 pub mod body;
 pub mod forward;
 pub mod headers;
+pub mod pool;
 pub mod relay;
 
 use std::convert::Infallible;
@@ -55,8 +56,7 @@ impl AppState {
     /// # Errors
     /// When a TLS upstream is configured and no root certificates can be loaded.
     pub fn new(config: Config) -> Result<Self, BoxError> {
-        let client =
-            forward::build_client(config.routes.has_https(), config.server.upstream_timeout)?;
+        let client = forward::build_client(&config.routes, config.server.upstream_timeout)?;
         let guards = Guards::new(&config);
         Ok(Self {
             config,
@@ -175,9 +175,12 @@ async fn proxy(
             headers: req.headers(),
             host: host.as_ref(),
             client_ip,
-            session: session
+            // Only the rate limiter reads it; a keyed hash per request is not free.
+            session: state
+                .guards
+                .limiter
                 .as_ref()
-                .ok()
+                .and(session.as_ref().ok())
                 .and_then(|s| s.as_ref().map(SessionToken::fingerprint)),
         },
     )?;

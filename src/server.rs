@@ -63,6 +63,7 @@ pub async fn serve(
                 if let Some(limiter) = &state.guards.limiter {
                     limiter.sweep();
                 }
+                state.client.sweep();
                 continue;
             }
             () = &mut shutdown => break,
@@ -135,7 +136,8 @@ pub async fn serve(
 /// Refusals being written at once; past this, excess connections are simply closed.
 const MAX_REFUSALS_IN_FLIGHT: usize = 256;
 
-/// How often the rate limiter forgets clients whose bucket has refilled.
+/// How often the rate limiter forgets clients whose bucket has refilled, and the upstream pool
+/// closes connections idle past its limit.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 /// Answers a connection over `server.max_connections` with a 503 JSON error and closes it.

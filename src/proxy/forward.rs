@@ -2,39 +2,32 @@
 
 use std::time::Duration;
 
+use http::uri::Scheme;
 use http::{Request, Response};
-use hyper::body::Incoming;
-use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::body::{BodyError, LimitedBody, Progress};
+use super::body::{BodyError, Progress};
+use super::pool::SendError;
+pub use super::pool::{UpstreamBody, UpstreamClient, UpstreamRequestBody};
 use crate::error::{BoxError, ProxyError};
+use crate::routing::RouteTable;
 
-/// The body type sent upstream.
-pub type UpstreamRequestBody = LimitedBody<Incoming>;
-
-/// The pooled keep-alive client every route shares.
-pub type UpstreamClient = Client<HttpsConnector<HttpConnector>, UpstreamRequestBody>;
-
-/// How long an idle pooled upstream connection is kept. Shorter than the usual 60 s+ keep-alive
-/// of upstream servers (uvicorn 5 s is the exception; the client retries a request that met a
-/// connection closed under it before anything was sent).
-const POOL_IDLE: Duration = Duration::from_secs(30);
-
-/// Builds the client. TLS uses rustls with the ring provider and the platform's root
-/// certificates, loaded only when a route is `https` (so startup stays fast without them).
+/// Builds the client for the routes' upstreams. TLS uses rustls with the ring provider and the
+/// platform's root certificates, loaded only when a route is `https` (so startup stays fast
+/// without them).
 ///
 /// # Errors
 /// When `https` is needed and no root certificate can be loaded.
-pub fn build_client(need_tls: bool, connect_timeout: Duration) -> Result<UpstreamClient, BoxError> {
+pub fn build_client(
+    routes: &RouteTable,
+    connect_timeout: Duration,
+) -> Result<UpstreamClient, BoxError> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     http.enforce_http(false);
     http.set_connect_timeout(Some(connect_timeout));
     let mut roots = rustls::RootCertStore::empty();
-    if need_tls {
+    if routes.has_https() {
         let found = rustls_native_certs::load_native_certs();
         let (added, _ignored) = roots.add_parsable_certificates(found.certs);
         if added == 0 {
@@ -54,11 +47,15 @@ pub fn build_client(need_tls: bool, connect_timeout: Duration) -> Result<Upstrea
         .https_or_http()
         .enable_http1()
         .wrap_connector(http);
-    Ok(Client::builder(TokioExecutor::new())
-        .pool_idle_timeout(POOL_IDLE)
-        .pool_timer(TokioTimer::new())
-        .timer(TokioTimer::new())
-        .build(connector))
+    let upstreams = routes.in_file_order().into_iter().map(|route| {
+        let scheme = if route.upstream.is_https() {
+            Scheme::HTTPS
+        } else {
+            Scheme::HTTP
+        };
+        (scheme, route.upstream.authority().clone())
+    });
+    Ok(UpstreamClient::new(connector, upstreams))
 }
 
 /// Sends `req` and waits for the response head.
@@ -74,7 +71,7 @@ pub async fn send(
     req: Request<UpstreamRequestBody>,
     timeout: Duration,
     progress: Option<Progress>,
-) -> Result<Response<Incoming>, ProxyError> {
+) -> Result<Response<UpstreamBody>, ProxyError> {
     let response = client.request(req);
     tokio::pin!(response);
     loop {
@@ -91,10 +88,13 @@ pub async fn send(
 }
 
 /// Maps a client error to the response it deserves: our own body limits first.
-fn classify(err: hyper_util::client::legacy::Error) -> ProxyError {
+fn classify(err: SendError) -> ProxyError {
     match BodyError::find(&err) {
         Some(BodyError::TooLarge) => ProxyError::BodyTooLarge,
         Some(BodyError::Idle) => ProxyError::BodyTimeout,
-        _ => ProxyError::UpstreamUnreachable(Box::new(err)),
+        // The client's own body stream broke (it went away mid-upload): its fault, not the
+        // upstream's, and nobody is left to read the answer.
+        Some(BodyError::Inner(_)) => ProxyError::BadRequest("request body ended early"),
+        None => ProxyError::UpstreamUnreachable(Box::new(err)),
     }
 }

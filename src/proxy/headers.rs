@@ -16,7 +16,7 @@ use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Proxy-Connection` and `Keep-Alive`
 /// of RFC 2068 §19.7.1): they describe one connection and never cross a proxy.
-static HOP_BY_HOP: [HeaderName; 9] = [
+pub static HOP_BY_HOP: [HeaderName; 9] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),
@@ -60,26 +60,26 @@ pub struct UpstreamHeaders<'a> {
 
 /// Applies the request header policy in place.
 pub fn to_upstream(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) {
-    strip_hop_by_hop(headers);
-    headers.remove(header::HOST);
-    // `Expect: 100-continue` is answered by our own HTTP server; the upstream gets the body as
-    // soon as it arrives.
-    headers.remove(header::EXPECT);
-    for name in &CLIENT_FORWARDING {
-        headers.remove(name);
-    }
+    let drop_authorization = !policy.keep_client_authorization || policy.bearer.is_some();
+    remove_where(headers, |name, connection| {
+        let text = name.as_str();
+        is_hop_by_hop(text, connection)
+            || is_client_forwarding(text)
+            // `Expect: 100-continue` is answered by our own HTTP server; the upstream gets the
+            // body as soon as it arrives.
+            || matches!(text, "host" | "expect")
+            || (text == "cookie" && !policy.forward_cookies)
+            || (text == "authorization" && drop_authorization)
+    });
     if policy.forward_cookies {
         join_cookie_fields(headers);
-    } else {
-        headers.remove(header::COOKIE);
     }
-    if !policy.keep_client_authorization || policy.bearer.is_some() {
-        headers.remove(header::AUTHORIZATION);
-    }
+
+    // Room for the six fields below, so the map grows (and rehashes) at most once.
+    headers.reserve(6);
     if let Some(bearer) = policy.bearer {
         headers.insert(header::AUTHORIZATION, bearer);
     }
-
     headers.insert(&CLIENT_FORWARDING[1], policy.client_ip.clone());
     headers.insert(&CLIENT_FORWARDING[4], policy.client_ip.clone());
     headers.insert(
@@ -108,19 +108,90 @@ pub fn to_client(headers: &mut HeaderMap) {
 
 /// Drops the hop-by-hop headers and every header named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    let mut listed: Vec<HeaderName> = Vec::new();
-    for value in headers.get_all(header::CONNECTION) {
-        for token in value.as_bytes().split(|&b| b == b',') {
-            let token = token.trim_ascii();
-            if let Ok(name) = HeaderName::from_bytes(token) {
-                if !HOP_BY_HOP.contains(&name) {
-                    listed.push(name);
+    remove_where(headers, |name, connection| {
+        is_hop_by_hop(name.as_str(), connection)
+    });
+}
+
+/// Whether the field `name` is hop-by-hop: one of [`HOP_BY_HOP`] or listed in a `Connection`
+/// field (`connection` holds the map's `Connection` values).
+fn is_hop_by_hop(name: &str, connection: &[HeaderValue]) -> bool {
+    is_hop_by_hop_name(name)
+        || connection.iter().any(|value| {
+            value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|token| token.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
+        })
+}
+
+/// [`HOP_BY_HOP`] as a `match`, which tests most names with one length comparison;
+/// `name_matches_agree_with_the_lists` keeps the two equal.
+fn is_hop_by_hop_name(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// [`CLIENT_FORWARDING`] as a `match` (see [`is_hop_by_hop_name`]).
+fn is_client_forwarding(name: &str) -> bool {
+    matches!(
+        name,
+        "forwarded" | "x-forwarded-for" | "x-forwarded-host" | "x-forwarded-proto" | "x-real-ip"
+    )
+}
+
+/// Removes every field whose name `drop(name, connection_values)` picks.
+///
+/// One pass over the names present, then one removal per name found: a request carries a
+/// handful of fields and most names the policy drops are absent, so this is far cheaper than
+/// removing each listed name in turn (a hash and a probe each).
+fn remove_where(headers: &mut HeaderMap, drop: impl Fn(&HeaderName, &[HeaderValue]) -> bool) {
+    // `Connection` is rare on requests (HTTP/1.1 keeps alive by default) and one field on
+    // responses: neither case allocates.
+    let first = headers.get(header::CONNECTION).cloned();
+    let all: Vec<HeaderValue>;
+    let connection: &[HeaderValue] = match &first {
+        None => &[],
+        Some(one) if headers.get_all(header::CONNECTION).iter().nth(1).is_none() => {
+            std::slice::from_ref(one)
+        }
+        Some(_) => {
+            all = headers
+                .get_all(header::CONNECTION)
+                .iter()
+                .cloned()
+                .collect();
+            &all
+        }
+    };
+    loop {
+        let mut doomed: [Option<HeaderName>; 8] = [const { None }; 8];
+        let mut found = 0;
+        for name in headers.keys() {
+            if drop(name, connection) {
+                doomed[found] = Some(name.clone());
+                found += 1;
+                if found == doomed.len() {
+                    break;
                 }
             }
         }
-    }
-    for name in listed.iter().chain(&HOP_BY_HOP) {
-        headers.remove(name);
+        for name in doomed.iter().flatten() {
+            headers.remove(name);
+        }
+        if found < doomed.len() {
+            return;
+        }
     }
 }
 
@@ -158,24 +229,26 @@ fn forwarded_value(
     host: Option<&HeaderValue>,
     proto: &str,
 ) -> Option<HeaderValue> {
-    let ip = client_ip.to_str().ok()?;
-    let mut out = String::with_capacity(64);
-    if ip.contains(':') {
-        out.push_str("for=\"[");
-        out.push_str(ip);
-        out.push_str("]\"");
+    let ip = client_ip.as_bytes();
+    let host = host.map(HeaderValue::as_bytes);
+    let mut out = Vec::with_capacity(32 + ip.len() + host.map_or(0, <[u8]>::len));
+    if ip.contains(&b':') {
+        out.extend_from_slice(b"for=\"[");
+        out.extend_from_slice(ip);
+        out.extend_from_slice(b"]\"");
     } else {
-        out.push_str("for=");
-        out.push_str(ip);
+        out.extend_from_slice(b"for=");
+        out.extend_from_slice(ip);
     }
-    if let Some(host) = host.and_then(|h| h.to_str().ok()) {
-        out.push_str(";host=\"");
-        out.push_str(host);
-        out.push('"');
+    if let Some(host) = host {
+        out.extend_from_slice(b";host=\"");
+        out.extend_from_slice(host);
+        out.push(b'"');
     }
-    out.push_str(";proto=");
-    out.push_str(proto);
-    HeaderValue::from_str(&out).ok()
+    out.extend_from_slice(b";proto=");
+    out.extend_from_slice(proto.as_bytes());
+    // Taken over without a copy; still checked to be a valid field value.
+    HeaderValue::from_maybe_shared(bytes::Bytes::from(out)).ok()
 }
 
 /// Whether a `Host` value is a plain `host[:port]` we can repeat in `X-Forwarded-Host` and inside
@@ -216,6 +289,47 @@ mod tests {
             host,
             proto: "http",
         }
+    }
+
+    #[test]
+    fn name_matches_agree_with_the_lists() {
+        for name in &HOP_BY_HOP {
+            assert!(is_hop_by_hop_name(name.as_str()), "{name}");
+            assert!(!is_client_forwarding(name.as_str()), "{name}");
+        }
+        for name in &CLIENT_FORWARDING {
+            assert!(is_client_forwarding(name.as_str()), "{name}");
+            assert!(!is_hop_by_hop_name(name.as_str()), "{name}");
+        }
+        for other in [
+            "accept",
+            "cookie",
+            "x-forwarded",
+            "tes",
+            "t",
+            "upgrade-insecure-requests",
+        ] {
+            assert!(
+                !is_hop_by_hop_name(other) && !is_client_forwarding(other),
+                "{other}"
+            );
+        }
+    }
+
+    #[test]
+    fn many_fields_to_drop_are_all_dropped() {
+        let listed: Vec<String> = (0..20).map(|i| format!("x-hop-{i}")).collect();
+        let mut pairs = vec![("connection".to_string(), listed.join(", "))];
+        pairs.extend(listed.iter().map(|n| (n.clone(), "1".to_string())));
+        pairs.push(("accept".into(), "*/*".into()));
+        let pairs: Vec<(&str, &str)> = pairs
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        let mut headers = map(&pairs);
+        to_client(&mut headers);
+        assert_eq!(headers.len(), 1);
+        assert_eq!(headers["accept"], "*/*");
     }
 
     #[test]

@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use super::body::{BodyError, IdleTimer};
+use super::pool::UpstreamBody;
 
 /// The body of every response cookiegate sends: an upstream stream or a small fixed answer.
 #[derive(Debug)]
@@ -28,7 +28,7 @@ pub struct ResponseBody {
 #[derive(Debug)]
 enum Kind {
     Fixed(Option<Bytes>),
-    Upstream { body: Incoming, idle: IdleTimer },
+    Upstream { body: UpstreamBody, idle: IdleTimer },
 }
 
 impl ResponseBody {
@@ -47,7 +47,7 @@ impl ResponseBody {
     }
 
     /// The upstream's body, closed after `idle` of silence.
-    pub fn upstream(body: Incoming, idle: Duration, mut log: Option<AccessLog>) -> Self {
+    pub fn upstream(body: UpstreamBody, idle: Duration, mut log: Option<AccessLog>) -> Self {
         if let Some(log) = &mut log {
             // HEAD, 204 and 304 answers have no body for hyper to poll.
             log.complete = body.is_end_stream();
@@ -79,7 +79,7 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        // `ResponseBody` is `Unpin`: `Incoming` and `IdleTimer` both are.
+        // `ResponseBody` is `Unpin`: `UpstreamBody` and `IdleTimer` both are.
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
