@@ -15,7 +15,7 @@ use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::body::{BodyError, IdleTimer};
+use super::body::{BodyError, LimitedBody};
 use super::pool::UpstreamBody;
 
 /// The body of every response cookiegate sends: an upstream stream or a small fixed answer.
@@ -28,7 +28,9 @@ pub struct ResponseBody {
 #[derive(Debug)]
 enum Kind {
     Fixed(Option<Bytes>),
-    Upstream { body: UpstreamBody, idle: IdleTimer },
+    /// The same wrapper as request bodies get, for its idle timer; responses have no size
+    /// limit.
+    Upstream(LimitedBody<UpstreamBody>),
 }
 
 impl ResponseBody {
@@ -53,10 +55,7 @@ impl ResponseBody {
             log.complete = body.is_end_stream();
         }
         Self {
-            kind: Kind::Upstream {
-                body,
-                idle: IdleTimer::new(idle),
-            },
+            kind: Kind::Upstream(LimitedBody::new(body, u64::MAX, idle, None)),
             log,
         }
     }
@@ -79,20 +78,11 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        // `ResponseBody` is `Unpin`: `UpstreamBody` and `IdleTimer` both are.
+        // `ResponseBody` is `Unpin`: `LimitedBody<UpstreamBody>` is.
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream { body, idle } => match Pin::new(body).poll_frame(cx) {
-                Poll::Ready(Some(Ok(frame))) => {
-                    idle.mark_active();
-                    Poll::Ready(Some(Ok(frame)))
-                }
-                Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(BodyError::Inner(e.into())))),
-                Poll::Ready(None) => Poll::Ready(None),
-                Poll::Pending if idle.poll_expired(cx) => Poll::Ready(Some(Err(BodyError::Idle))),
-                Poll::Pending => Poll::Pending,
-            },
+            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -125,7 +115,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Fixed(bytes) => bytes.is_none(),
-            Kind::Upstream { body, .. } => body.is_end_stream(),
+            Kind::Upstream(body) => body.is_end_stream(),
         }
     }
 
@@ -134,7 +124,7 @@ impl Body for ResponseBody {
             Kind::Fixed(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Kind::Upstream { body, .. } => body.size_hint(),
+            Kind::Upstream(body) => body.size_hint(),
         }
     }
 }
