@@ -43,17 +43,13 @@ use std::fmt::Write as _;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::header::{
-    AUTHORIZATION, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, HeaderValue, LOCATION,
-};
+use cookiegate::demo::{EventBody, event_stream, sse};
+use http::header::{AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, HeaderValue, LOCATION};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
-use http_body::{Body, Frame};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -61,8 +57,7 @@ use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
-use tokio::task::{AbortHandle, JoinSet};
+use tokio::task::JoinSet;
 
 /// JSON bodies are read whole, so they are bounded.
 const MAX_JSON: usize = 64 * 1024;
@@ -719,8 +714,7 @@ async fn chatkit(state: &State, user: &str, req: Request<Incoming>) -> Response<
          appeared one by one, nothing on the way buffered them.",
         s = if open == 1 { "" } else { "s" },
     );
-    let (tx, rx) = mpsc::channel(4);
-    let producer = tokio::spawn(async move {
+    event_stream(move |tx| async move {
         for (i, word) in reply.split(' ').enumerate() {
             let text = if i == 0 {
                 word.to_owned()
@@ -738,43 +732,6 @@ async fn chatkit(state: &State, user: &str, req: Request<Incoming>) -> Response<
         }
         let _ = tx.send(sse("done", &json!({}))).await;
     })
-    .abort_handle();
-    let mut res = Response::new(Either::Right(EventBody { rx, producer }));
-    let headers = res.headers_mut();
-    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
-    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    res
-}
-
-/// An SSE body fed by a producer task it owns: each event is its own frame, and dropping the
-/// body (the client went away) aborts the producer.
-struct EventBody {
-    rx: mpsc::Receiver<Bytes>,
-    producer: AbortHandle,
-}
-
-impl Body for EventBody {
-    type Data = Bytes;
-    type Error = Infallible;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
-        self.rx
-            .poll_recv(cx)
-            .map(|event| event.map(|e| Ok(Frame::data(e))))
-    }
-}
-
-impl Drop for EventBody {
-    fn drop(&mut self) {
-        self.producer.abort();
-    }
-}
-
-fn sse(event: &str, data: &Value) -> Bytes {
-    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
 /// Reads and decodes a JSON body of at most [`MAX_JSON`] bytes.

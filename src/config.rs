@@ -635,6 +635,17 @@ impl Source {
 mod tests {
     use super::*;
 
+    /// Each expected problem is reported (as a prefix), and nothing else is.
+    fn assert_problems(found: &[String], expected: &[&str]) {
+        for want in expected {
+            assert!(
+                found.iter().any(|p| p.starts_with(want)),
+                "missing {want:?} in {found:#?}"
+            );
+        }
+        assert_eq!(found.len(), expected.len(), "{found:#?}");
+    }
+
     fn problems(text: &str) -> Vec<String> {
         match Config::from_toml_str(text) {
             Err(ConfigError::Invalid(p)) => p,
@@ -725,13 +736,7 @@ upstream = "http://127.0.0.1:2"
             "routes[1].methods: `TRACE` is never forwarded",
             "routes[2].prefix: `/ok` is already used by routes[0]",
         ];
-        for want in expected {
-            assert!(
-                found.iter().any(|p| p.starts_with(want)),
-                "missing {want:?} in {found:#?}"
-            );
-        }
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        assert_problems(&found, &expected);
     }
 
     #[test]
@@ -773,13 +778,7 @@ upstream = "http://h"
             "rate_limit.key: `cookie` must be one of ip, session, ip+session",
             "rate_limit.trusted_proxies[0]: `10.0.0.0/40` is not an IP network",
         ];
-        for want in expected {
-            assert!(
-                found.iter().any(|p| p.starts_with(want)),
-                "missing {want:?} in {found:#?}"
-            );
-        }
-        assert_eq!(found.len(), expected.len(), "{found:#?}");
+        assert_problems(&found, &expected);
     }
 
     #[test]

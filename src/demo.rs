@@ -22,6 +22,9 @@
 
 mod api;
 
+/// Server-sent events from a producer task, for the demo API and the example backends.
+pub use api::{EventBody, event_stream, sse};
+
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -366,7 +366,7 @@ async fn chatkit(store: &Store, user: &str, req: Request<Incoming>) -> Response<
 }
 
 /// A `text/event-stream` answer whose events `produce` sends into the channel.
-fn event_stream<F, Fut>(produce: F) -> Response<DemoBody>
+pub fn event_stream<F, Fut>(produce: F) -> Response<Either<Full<Bytes>, EventBody>>
 where
     F: FnOnce(mpsc::Sender<Bytes>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -382,7 +382,7 @@ where
 
 /// An SSE body fed by a producer task it owns: each event is sent as its own frame, and
 /// dropping the body (the client went away, or the API is shutting down) aborts the producer.
-struct EventBody {
+pub struct EventBody {
     rx: mpsc::Receiver<Bytes>,
     producer: AbortHandle,
 }
@@ -408,7 +408,7 @@ impl Drop for EventBody {
 }
 
 /// One SSE event with a JSON `data` line.
-fn sse(event: &str, data: &Value) -> Bytes {
+pub fn sse(event: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
