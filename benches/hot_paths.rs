@@ -11,11 +11,16 @@
 
 use std::hint::black_box;
 
+use bytes::BytesMut;
 use cookiegate::Config;
 use cookiegate::auth::extract_session;
-use cookiegate::proxy::headers::{UpstreamHeaders, ip_header_value, to_client, to_upstream};
+use cookiegate::proxy::h1::{RequestFraming, encode_request_head, parse_response_head};
+use cookiegate::proxy::headers::{
+    UpstreamHeaders, ip_header_value, to_client, to_upstream, upstream_fields,
+};
 use cookiegate::routing::map_path;
 use criterion::{Criterion, criterion_group, criterion_main};
+use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// Five routes, as a real deployment might have them; the request matches the second longest.
@@ -163,6 +168,57 @@ fn headers(c: &mut Criterion) {
     });
 }
 
+/// The upstream request head as it goes on the wire, and the upstream's answer head as it comes
+/// back (the same fields as [`upstream_response`]).
+fn wire(c: &mut Criterion) {
+    let request = browser_request();
+    let client_ip = ip_header_value("203.0.113.7".parse().expect("a valid IP"));
+    let host = HeaderValue::from_static("app.example.com");
+    let upstream_host = HeaderValue::from_static("127.0.0.1:8000");
+    let bearer = HeaderValue::from_static("Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiI0MiJ9.c2ln");
+    let target = format!("/api/tasks/42/comments?{QUERY}");
+    c.bench_function("wire/request_head", |b| {
+        b.iter(|| {
+            let mut headers = black_box(&request).clone();
+            let fields = upstream_fields(
+                &mut headers,
+                UpstreamHeaders {
+                    bearer: Some(bearer.clone()),
+                    keep_client_authorization: false,
+                    forward_cookies: false,
+                    client_ip: &client_ip,
+                    host: Some(&host),
+                    proto: "http",
+                },
+            );
+            let mut head = BytesMut::new();
+            encode_request_head(
+                &mut head,
+                &Method::GET,
+                &target,
+                &upstream_host,
+                fields.iter(&headers),
+                RequestFraming::Empty,
+            );
+            head
+        })
+    });
+    let mut answer = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for (name, value) in &upstream_response() {
+        answer.extend_from_slice(name.as_str().as_bytes());
+        answer.extend_from_slice(b": ");
+        answer.extend_from_slice(value.as_bytes());
+        answer.extend_from_slice(b"\r\n");
+    }
+    answer.extend_from_slice(b"\r\n{\"id\":42}");
+    c.bench_function("wire/response_head", |b| {
+        b.iter(|| {
+            let mut buf = BytesMut::from(black_box(&answer[..]));
+            parse_response_head(&mut buf, &Method::GET)
+        })
+    });
+}
+
 fn cookies(c: &mut Criterion) {
     let config = config();
     let (route, _) = config.routes.find(PATH).expect("the path has a route");
@@ -172,5 +228,5 @@ fn cookies(c: &mut Criterion) {
     });
 }
 
-criterion_group!(hot_paths, routing, headers, cookies);
+criterion_group!(hot_paths, routing, headers, wire, cookies);
 criterion_main!(hot_paths);

@@ -14,13 +14,16 @@
 //! 8. forward, with the body limit and idle timer wrapping the body as it streams.
 
 pub mod body;
+pub mod exchange;
 pub mod forward;
+pub mod h1;
 pub mod headers;
 pub mod pool;
 pub mod relay;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use http::header::{CONTENT_TYPE, HOST, HeaderValue};
@@ -77,19 +80,48 @@ pub struct ConnInfo {
     pub proto: &'static str,
     /// What the connection's raw-byte scanner found about its HTTP/1 request heads.
     pub framing: Arc<FramingWatch>,
+    /// Requests of this connection whose response is not finished ([`InFlight`]).
+    pub in_flight: AtomicUsize,
 }
 
-/// Answers one request. Never fails: every error becomes a JSON response here.
+impl ConnInfo {
+    /// Counts a request in until its response is finished (the returned guard is dropped
+    /// with the response body). Called by the server as hyper hands it the request, so the
+    /// count is up before hyper reads on.
+    pub fn begin(self: &Arc<Self>) -> InFlight {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self.clone())
+    }
+
+    /// Whether a request of this connection is being answered.
+    pub fn is_busy(&self) -> bool {
+        self.in_flight.load(Ordering::Relaxed) > 0
+    }
+}
+
+/// A request being answered; see [`ConnInfo::begin`].
+#[derive(Debug)]
+pub struct InFlight(Arc<ConnInfo>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Answers one request. Never fails: every error becomes a JSON response here. `in_flight`
+/// is held by the response body until it is finished.
 pub async fn handle(
     state: Arc<AppState>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
+    in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let version = req.version();
     let mut log = AccessLog::begin(req.method(), req.uri().path(), start);
-    match proxy(&state, &conn, req, &mut log).await {
-        Ok(res) => Ok(res),
+    let res = match proxy(&state, &conn, req, &mut log).await {
+        Ok(res) => res,
         Err(err) => {
             match err.fault() {
                 Fault::Client => tracing::debug!(
@@ -109,9 +141,10 @@ pub async fn handle(
                 log.set_status(err.status());
             }
             let (parts, bytes) = err.to_response(version).into_parts();
-            Ok(Response::from_parts(parts, ResponseBody::fixed(bytes, log)))
+            Response::from_parts(parts, ResponseBody::fixed(bytes, log))
         }
-    }
+    };
+    Ok(res.map(|body| body.holding(in_flight)))
 }
 
 async fn proxy(
@@ -206,7 +239,7 @@ async fn proxy(
     } else {
         headers::ip_header_value(client_ip)
     };
-    headers::to_upstream(
+    let fields = headers::upstream_fields(
         &mut parts.headers,
         UpstreamHeaders {
             bearer,
@@ -233,6 +266,7 @@ async fn proxy(
         &state.client,
         upstream_req,
         config.server.upstream_timeout,
+        &fields,
         progress,
     )
     .await?;

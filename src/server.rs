@@ -7,6 +7,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,6 +21,9 @@ use tokio::task::JoinSet;
 
 use crate::guard::framing::{FramingScanner, FramingWatch};
 use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
+use head_timer::{HeadTimer, NeverTimer};
+
+mod head_timer;
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
 /// to `server.shutdown_grace`, and closes what is left.
@@ -34,7 +38,8 @@ pub async fn serve(
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .timer(TokioTimer::new())
+        // Heads are timed by `Scanned` (see `head_timer`): hyper's timer never fires.
+        .timer(NeverTimer)
         .header_read_timeout(settings.header_timeout)
         .max_headers(max_headers)
         .max_buf_size(max_head_bytes)
@@ -99,18 +104,24 @@ pub async fn serve(
                 return;
             }
             let framing = Arc::new(FramingWatch::default());
-            let stream = Scanned {
-                stream,
-                scanner: FramingScanner::new(max_head_bytes, max_headers),
-                watch: framing.clone(),
-            };
             let info = Arc::new(ConnInfo {
                 peer: peer.ip(),
                 client_ip: ip_header_value(peer.ip()),
                 proto: "http",
-                framing,
+                framing: framing.clone(),
+                in_flight: AtomicUsize::new(0),
             });
-            let service = service_fn(move |req| proxy::handle(state.clone(), info.clone(), req));
+            let stream = Scanned {
+                stream,
+                scanner: FramingScanner::new(max_head_bytes, max_headers),
+                watch: framing,
+                conn: info.clone(),
+                head_timer: HeadTimer::new(header_timeout),
+            };
+            let service = service_fn(move |req| {
+                let in_flight = info.begin();
+                proxy::handle(state.clone(), info.clone(), req, in_flight)
+            });
             let conn = builder.serve_connection(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(error = %err, "connection ended with an error");
@@ -169,12 +180,15 @@ async fn refuse(mut stream: TcpStream) {
 
 /// A client connection (any byte stream) whose incoming bytes pass through a
 /// [`FramingScanner`] on their way to hyper, so request smuggling shapes hyper hides from its
-/// requests are still refused ([`crate::guard::check_raw_framing`]). Writes go straight
-/// through.
+/// requests are still refused ([`crate::guard::check_raw_framing`]), and whose HTTP/1 request
+/// heads are timed ([`HeadTimer`]: a read that has to wait while no request is being answered
+/// is a wait for a head). Writes go straight through.
 struct Scanned<S> {
     stream: S,
     scanner: FramingScanner,
     watch: Arc<FramingWatch>,
+    conn: Arc<ConnInfo>,
+    head_timer: HeadTimer,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
@@ -186,10 +200,25 @@ impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
         let this = self.get_mut();
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
-        if let Poll::Ready(Ok(())) = polled {
-            if let Some(head) = this.scanner.feed(&buf.filled()[before..]) {
-                this.watch.report(head);
+        match polled {
+            Poll::Ready(Ok(())) => {
+                if let Some(head) = this.scanner.feed(&buf.filled()[before..]) {
+                    this.watch.report(head);
+                }
             }
+            // HTTP/2 (the scanner stops at its preface) keeps hyper's own handling.
+            Poll::Pending if this.conn.is_busy() || this.scanner.is_stopped() => {
+                this.head_timer.stop();
+            }
+            Poll::Pending => {
+                if this.head_timer.poll_expired(cx) {
+                    return Poll::Ready(Err(std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        "request head not received within header_timeout",
+                    )));
+                }
+            }
+            Poll::Ready(Err(_)) => {}
         }
         polled
     }

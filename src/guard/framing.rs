@@ -20,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 #[derive(Debug)]
 pub struct FramingScanner {
     state: State,
-    /// The request head read so far (leading empty lines skipped, as `httparse` does).
+    /// The part of a request head that came in earlier reads (leading empty lines skipped, as
+    /// `httparse` does); empty between heads. A head that arrives whole in one read is scanned
+    /// where it is and never copied here.
     head: Vec<u8>,
     max_head_bytes: usize,
     max_headers: usize,
@@ -66,6 +68,11 @@ impl FramingScanner {
             max_headers,
             heads: 0,
         }
+    }
+
+    /// Whether it lost the thread (or met the HTTP/2 preface) and reads no more.
+    pub fn is_stopped(&self) -> bool {
+        self.state == State::Stopped
     }
 
     /// Follows the connection's next `bytes`. Returns the number (from 0, in order) of the
@@ -115,32 +122,74 @@ impl FramingScanner {
     /// Takes head bytes up to the end of the head; returns how many were used and whether a
     /// completed head carried both framings.
     fn feed_head(&mut self, bytes: &[u8]) -> (usize, bool) {
-        let mut used = 0;
-        if self.head.is_empty() {
-            // `httparse` skips empty lines before the request line (RFC 9112 §2.2).
-            used = bytes
-                .iter()
-                .position(|&b| b != b'\r' && b != b'\n')
-                .unwrap_or(bytes.len());
-            if used == bytes.len() {
-                return (used, false);
+        if !self.head.is_empty() {
+            return self.feed_split_head(bytes);
+        }
+        // `httparse` skips empty lines before the request line (RFC 9112 §2.2).
+        let skip = bytes
+            .iter()
+            .position(|&b| b != b'\r' && b != b'\n')
+            .unwrap_or(bytes.len());
+        let rest = &bytes[skip..];
+        if rest.is_empty() {
+            return (skip, false);
+        }
+        // The common case, a whole head in one read: scan it where it is, no copy.
+        match scan_head(rest) {
+            Some(scan) if scan.end <= self.max_head_bytes => {
+                let both = self.head_done(&rest[..scan.end], scan.full_parse);
+                (skip + scan.end, both)
+            }
+            None if rest.len() <= self.max_head_bytes => {
+                // The head goes on in the next read: keep what came so far.
+                self.head.extend_from_slice(rest);
+                (bytes.len(), false)
+            }
+            _ => {
+                // hyper answers 431 and closes.
+                self.stop();
+                (bytes.len(), false)
             }
         }
-        let rest = &bytes[used..];
-        let end = head_end(&self.head, rest);
-        let take = end.unwrap_or(rest.len());
+    }
+
+    /// [`feed_head`](Self::feed_head) for the rest of a head begun in an earlier read, which
+    /// `self.head` holds.
+    fn feed_split_head(&mut self, bytes: &[u8]) -> (usize, bool) {
+        let end = head_end(&self.head, bytes);
+        let take = end.unwrap_or(bytes.len());
         if self.head.len() + take > self.max_head_bytes {
             // hyper answers 431 and closes.
             self.stop();
             return (bytes.len(), false);
         }
-        self.head.extend_from_slice(&rest[..take]);
-        used += take;
+        self.head.extend_from_slice(&bytes[..take]);
         if end.is_none() {
-            return (used, false);
+            return (take, false);
         }
         let head = std::mem::take(&mut self.head);
-        let both = match self.body_of(&head) {
+        let both = self.head_done(&head, needs_full_parse(&head));
+        // Keep a small buffer for the next split head, not the largest one seen.
+        if head.capacity() <= 8 * 1024 {
+            self.head = head;
+            self.head.clear();
+        }
+        (take, both)
+    }
+
+    /// Moves past a complete `head` (parsed in full only if `full_parse`, see
+    /// [`needs_full_parse`]); returns whether it carried both framings.
+    #[inline]
+    fn head_done(&mut self, head: &[u8], full_parse: bool) -> bool {
+        // Fast path for the common head with no body framing at all (GET, HEAD, DELETE…): no
+        // body follows, and nothing to refuse. A head hyper would refuse ends the connection
+        // anyway, so nothing after it needs following.
+        let parsed = if full_parse {
+            self.body_of(head)
+        } else {
+            Some((State::Head, false))
+        };
+        match parsed {
             Some((body, both)) => {
                 self.heads += 1;
                 self.state = body;
@@ -150,24 +199,14 @@ impl FramingScanner {
                 self.stop();
                 false
             }
-        };
-        // Keep a small buffer for the next head, not the largest one seen.
-        if head.capacity() <= 8 * 1024 {
-            self.head = head;
-            self.head.clear();
         }
-        (used, both)
     }
 
     /// Parses a complete head as hyper does (`proto/h1/role.rs`, `Server::parse`): the body
     /// that follows it and whether it carried both framings; `None` where hyper refuses it.
+    /// Kept out of line: most heads take the fast path in [`head_done`](Self::head_done).
+    #[inline(never)]
     fn body_of(&self, head: &[u8]) -> Option<(State, bool)> {
-        // Fast path for the common head with no body framing at all (GET, HEAD, DELETE…): no
-        // body follows, and nothing to refuse. A head hyper would refuse ends the connection
-        // anyway, so nothing after it needs following.
-        if !needs_full_parse(head) {
-            return Some((State::Head, false));
-        }
         let mut fields = vec![httparse::EMPTY_HEADER; self.max_headers];
         let mut req = httparse::Request::new(&mut fields);
         match httparse::ParserConfig::default().parse_request(&mut req, head) {
@@ -225,13 +264,80 @@ fn head_end(head: &[u8], rest: &[u8]) -> Option<usize> {
                 .and_then(|j| head.get(j).copied())
         }
     };
-    rest.iter().enumerate().find_map(|(i, &b)| {
-        let ends = b == b'\n'
-            && (before(i, 1) == Some(b'\n')
-                || (before(i, 1) == Some(b'\r') && before(i, 2) == Some(b'\n')));
-        ends.then_some(i + 1)
-    })
+    memchr::memchr_iter(b'\n', rest)
+        .find(|&i| {
+            before(i, 1) == Some(b'\n')
+                || (before(i, 1) == Some(b'\r') && before(i, 2) == Some(b'\n'))
+        })
+        .map(|i| i + 1)
 }
+
+/// A complete head found by [`scan_head`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct HeadScan {
+    /// Where the head ends, as [`head_end`] finds it.
+    end: usize,
+    /// [`needs_full_parse`] of the head.
+    full_parse: bool,
+}
+
+/// [`head_end`] (with no bytes before) and [`needs_full_parse`] of the head it ends, in one
+/// pass that hops from line end to line end (`memchr`) and looks only at the first bytes of
+/// each line: a head is scanned on every read of every HTTP/1 connection, and most reads carry
+/// one whole head. The head ends with the first line that is empty or a lone `\r`, which is
+/// where [`head_end`] finds its `\n\n` or `\n\r\n`. `None` if `bytes` holds no head end.
+fn scan_head(bytes: &[u8]) -> Option<HeadScan> {
+    let mut full_parse = bytes.starts_with(b"PRI ");
+    // The `\n` that ends the line before `line`.
+    let mut lf = memchr::memchr(b'\n', bytes)?;
+    loop {
+        let line = &bytes[lf + 1..];
+        // Most lines start with a byte that needs no look (one table load decides that).
+        match LINE_START[usize::from(*line.first()?)] {
+            LineStart::Other => {}
+            // An empty line, `\n` or `\r\n`, ends the head.
+            LineStart::Lf => {
+                return Some(HeadScan {
+                    end: lf + 2,
+                    full_parse,
+                });
+            }
+            LineStart::Cr if line.get(1) == Some(&b'\n') => {
+                return Some(HeadScan {
+                    end: lf + 3,
+                    full_parse,
+                });
+            }
+            LineStart::Cr => {}
+            LineStart::Check => full_parse = full_parse || line_needs_full_parse(line),
+        }
+        lf += 1 + memchr::memchr(b'\n', line)?;
+    }
+}
+
+/// What the first byte of a line after the request line means to [`scan_head`].
+#[derive(Clone, Copy)]
+enum LineStart {
+    Other,
+    Lf,
+    Cr,
+    /// Maybe a line [`line_needs_full_parse`].
+    Check,
+}
+
+/// [`LineStart`] by byte.
+static LINE_START: [LineStart; 256] = {
+    let mut table = [LineStart::Other; 256];
+    table[b'\n' as usize] = LineStart::Lf;
+    table[b'\r' as usize] = LineStart::Cr;
+    let check = *b" \tcCtT";
+    let mut i = 0;
+    while i < check.len() {
+        table[check[i] as usize] = LineStart::Check;
+        i += 1;
+    }
+    table
+};
 
 /// One byte of a chunked body outside chunk data, as hyper's decoder takes it.
 fn step_chunk(chunk: Chunk, b: u8) -> State {
@@ -326,18 +432,33 @@ impl FramingWatch {
 /// Whether `head` needs the full parse: it names `Content-Length` or `Transfer-Encoding` (any
 /// case; httparse refuses space before the colon, so a line start is enough), or it is
 /// something hyper refuses or treats apart and the scanner must stop on (an obs-folded line,
-/// the HTTP/2 preface).
+/// the HTTP/2 preface). `head` is a complete head; [`scan_head`] decides it on the way.
 fn needs_full_parse(head: &[u8]) -> bool {
-    head.starts_with(b"PRI ")
-        || head.split(|&b| b == b'\n').skip(1).any(|line| {
-            line.starts_with(b" ")
-                || line.starts_with(b"\t")
-                || starts_with_ignore_case(line, b"content-length:")
-                || starts_with_ignore_case(line, b"transfer-encoding:")
-        })
+    scan_head(head).is_none_or(|scan| scan.full_parse)
 }
 
+/// Whether a line after the request line (`line` runs on to the end of the bytes) makes its
+/// head need the full parse: see [`needs_full_parse`].
+fn line_needs_full_parse(line: &[u8]) -> bool {
+    match line.first() {
+        Some(b' ' | b'\t') => true,
+        Some(b'c' | b'C') => starts_with_ignore_case(line, b"content-length:"),
+        Some(b't' | b'T') => starts_with_ignore_case(line, b"transfer-encoding:"),
+        _ => false,
+    }
+}
+
+/// Whether `line` starts with `prefix`, in any case. Many lines start with another name of the
+/// same first letter (`Cookie`, `Connection`, `Cache-Control`), so their first 8 bytes are
+/// tested at once first: `| 0x20` folds the case of letters (and lets a few other bytes
+/// through, which the full test then refuses).
 fn starts_with_ignore_case(line: &[u8], prefix: &[u8]) -> bool {
+    const CASE: u64 = u64::from_ne_bytes([0x20; 8]);
+    if let (Some(start), Some(want)) = (line.first_chunk::<8>(), prefix.first_chunk::<8>()) {
+        if u64::from_ne_bytes(*start) | CASE != u64::from_ne_bytes(*want) | CASE {
+            return false;
+        }
+    }
     line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
 }
 
@@ -459,6 +580,116 @@ mod tests {
         assert_eq!(flags, [false, false, true, false]);
     }
 
+    /// Where a scanner ends up after `feeds`, one after another: the first head reported, the
+    /// heads completed, the state and the head bytes held for the next read.
+    fn outcome(mut s: FramingScanner, feeds: &[&[u8]]) -> (Option<u64>, u64, State, Vec<u8>) {
+        let found: Vec<u64> = feeds.iter().filter_map(|f| s.feed(f)).collect();
+        (found.first().copied(), s.heads, s.state, s.head)
+    }
+
+    /// Streams that take each way through the head scan: heads in place and split, bare `\n`
+    /// line ends, leading empty lines, bodies, the fast path and the full parse, refusals.
+    const STREAMS: &[&[u8]] = &[
+        b"\r\n\nGET /a HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\n\r\nGET /b HTTP/1.1\nHost: x\n\n",
+        b"POST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n\
+            0\r\n\r\nGET /c HTTP/1.1\r\n\r\n",
+        b"POST /q HTTP/1.1\r\ncontent-length: 4\r\n\r\nabcdPOST /r HTTP/1.1\n\
+            TRANSFER-ENCODING: chunked\n\r\n3;x\r\nabc\r\n0\r\nT: 1\r\n\r\nGET / HTTP/1.1\r\n",
+        b"GET / HTTP/1.1\r\nConnection: x\r\nCache-Control: y\r\nTE: z\r\n\r\n\
+            GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\nGET / HTTP/1.1\r\n\r\n",
+        b"GET / HTTP/1.1\r\nX: \rY\n\r\nPRI * HTTP/2.0\r\n\r\nSM\r\n\r\n",
+    ];
+
+    #[test]
+    fn a_head_split_anywhere_across_reads_is_followed_as_in_one_read() {
+        // Also heads at and over the size limit, and over the field limit.
+        for (max_head_bytes, max_headers) in [(64 * 1024, 100), (40, 100), (1024, 1)] {
+            let run =
+                |feeds: &[&[u8]]| outcome(FramingScanner::new(max_head_bytes, max_headers), feeds);
+            for stream in STREAMS {
+                let text = String::from_utf8_lossy(stream);
+                let whole = run(&[stream]);
+                for i in 0..=stream.len() {
+                    let (a, b) = stream.split_at(i);
+                    assert_eq!(run(&[a, b]), whole, "{max_head_bytes} {text:?} at {i}");
+                    for j in i..=stream.len() {
+                        let (b, c) = stream[i..].split_at(j - i);
+                        assert_eq!(
+                            run(&[a, b, c]),
+                            whole,
+                            "{max_head_bytes} {text:?} at {i}, {j}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_head_size_limit_holds_exactly_and_leading_empty_lines_do_not_count() {
+        let head = b"GET / HTTP/1.1\r\nHost: x\r\n\r\n";
+        let n = head.len();
+        let stream = [&b"\r\n"[..], head].concat();
+        for i in 0..=stream.len() {
+            let (a, b) = stream.split_at(i);
+            let at_limit = outcome(FramingScanner::new(n, 100), &[a, b]);
+            assert_eq!(at_limit, (None, 1, State::Head, vec![]), "at {i}");
+            let over = outcome(FramingScanner::new(n - 1, 100), &[a, b]);
+            assert_eq!(over.2, State::Stopped, "at {i}");
+        }
+        // A partial head as long as the limit is kept for the next read.
+        let mut s = FramingScanner::new(n - 2, 100);
+        assert_eq!(s.feed(&head[..n - 2]), None);
+        assert_eq!((s.state, s.head.len()), (State::Head, n - 2));
+        assert_eq!(s.feed(b"\r\n"), None);
+        assert_eq!(s.state, State::Stopped);
+    }
+
+    /// [`needs_full_parse`] as plainly defined, which [`scan_head`] computes in one pass: a
+    /// look at every line after the first.
+    fn needs_full_parse_by_lines(head: &[u8]) -> bool {
+        let starts = |line: &[u8], prefix: &[u8]| {
+            line.len() >= prefix.len() && line[..prefix.len()].eq_ignore_ascii_case(prefix)
+        };
+        head.starts_with(b"PRI ")
+            || head.split(|&b| b == b'\n').skip(1).any(|line| {
+                line.starts_with(b" ")
+                    || line.starts_with(b"\t")
+                    || starts(line, b"content-length:")
+                    || starts(line, b"transfer-encoding:")
+            })
+    }
+
+    /// Byte strings made of what head scanning looks at.
+    fn head_bytes() -> impl Strategy<Value = Vec<u8>> {
+        let tokens: Vec<&[u8]> = vec![
+            b"\r",
+            b"\n",
+            b"\r\n",
+            b" ",
+            b"\t",
+            b"c",
+            b"C",
+            b"t",
+            b"T",
+            b"x",
+            b":",
+            b"PRI ",
+            b"GET / HTTP/1.1",
+            b"content-length:",
+            b"Content-Length: 1",
+            b"CONTENT-LENGTH:",
+            b"transfer-encoding:",
+            b"Transfer-Encoding: chunked",
+            b"content-lengt",
+            b"Cookie: a",
+            b"content-length\r:",
+            b"content\rlength:",
+            b"transfer-encoding :",
+        ];
+        proptest::collection::vec(prop::sample::select(tokens), 0..24).prop_map(|t| t.concat())
+    }
+
     proptest! {
         #[test]
         fn how_the_bytes_are_split_never_changes_the_finding(
@@ -481,6 +712,41 @@ mod tests {
                 at = end;
             }
             prop_assert_eq!(found, vec![both_at as u64]);
+        }
+
+        #[test]
+        fn scan_head_agrees_with_the_plain_definitions(bytes in head_bytes()) {
+            let expected = head_end(&[], &bytes).map(|end| HeadScan {
+                end,
+                full_parse: needs_full_parse_by_lines(&bytes[..end]),
+            });
+            prop_assert_eq!(scan_head(&bytes), expected);
+        }
+
+        #[test]
+        fn reads_split_anywhere_are_followed_as_one_read(
+            pieces in proptest::collection::vec(
+                prop_oneof![
+                    3 => prop::sample::select(STREAMS).prop_map(<[u8]>::to_vec),
+                    1 => head_bytes(),
+                ],
+                1..4,
+            ),
+            cuts in proptest::collection::vec(1usize..48, 1..24),
+            max_head_bytes in prop::sample::select(vec![16, 48, 64 * 1024]),
+            max_headers in 1usize..4,
+        ) {
+            let stream = pieces.concat();
+            let mut feeds = Vec::new();
+            let mut at = 0;
+            for cut in cuts.iter().cycle() {
+                if at >= stream.len() { break; }
+                let end = (at + cut).min(stream.len());
+                feeds.push(&stream[at..end]);
+                at = end;
+            }
+            let new = || FramingScanner::new(max_head_bytes, max_headers);
+            prop_assert_eq!(outcome(new(), &feeds), outcome(new(), &[&stream]));
         }
 
         #[test]

@@ -7,6 +7,7 @@ use http::{Request, Response};
 use hyper_util::client::legacy::connect::HttpConnector;
 
 use super::body::{BodyError, Progress};
+use super::headers::UpstreamFields;
 use super::pool::SendError;
 pub use super::pool::{UpstreamBody, UpstreamClient, UpstreamRequestBody};
 use crate::error::{BoxError, ProxyError};
@@ -58,7 +59,7 @@ pub fn build_client(
     Ok(UpstreamClient::new(connector, upstreams))
 }
 
-/// Sends `req` and waits for the response head.
+/// Sends `req` with the header fields the policy decided, and waits for the response head.
 ///
 /// The wait is bounded by `timeout` of upstream silence: while the request body is still
 /// flowing (`progress` marked), the clock restarts, so a slow large upload is not cut off; once
@@ -70,9 +71,10 @@ pub async fn send(
     client: &UpstreamClient,
     req: Request<UpstreamRequestBody>,
     timeout: Duration,
+    fields: &UpstreamFields,
     progress: Option<Progress>,
 ) -> Result<Response<UpstreamBody>, ProxyError> {
-    let response = client.request(req);
+    let response = client.request(req, fields);
     tokio::pin!(response);
     loop {
         match tokio::time::timeout(timeout, &mut response).await {

@@ -58,40 +58,111 @@ pub struct UpstreamHeaders<'a> {
     pub proto: &'static str,
 }
 
-/// Applies the request header policy in place.
+/// Applies the request header policy in place (the form tests and benchmarks use; requests
+/// go upstream through [`upstream_fields`], which leaves the map as it is).
 pub fn to_upstream(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) {
-    let drop_authorization = !policy.keep_client_authorization || policy.bearer.is_some();
-    remove_where(headers, |name, connection| {
+    let fields = upstream_fields(headers, policy);
+    remove_where(headers, |name, _| !fields.keeps(name));
+    fields.added.insert_into(headers);
+}
+
+/// Decides the request header policy for one request, without touching the client's fields
+/// (but joining several `Cookie` fields into one where cookies are forwarded): which of them
+/// go on, and the fields cookiegate adds. The upstream request head is written straight from
+/// [`UpstreamFields::iter`], so no field is removed from or inserted into a map.
+pub fn upstream_fields(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) -> UpstreamFields {
+    if policy.forward_cookies {
+        join_cookie_fields(headers);
+    }
+    let host = policy.host.filter(|h| is_plain_host(h.as_bytes())).cloned();
+    let forwarded = forwarded_value(policy.client_ip, host.as_ref(), policy.proto);
+    UpstreamFields {
+        connection: headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .cloned()
+            .collect(),
+        drop_authorization: !policy.keep_client_authorization || policy.bearer.is_some(),
+        forward_cookies: policy.forward_cookies,
+        added: AddedFields {
+            authorization: policy.bearer,
+            client_ip: policy.client_ip.clone(),
+            proto: HeaderValue::from_static(policy.proto),
+            host,
+            forwarded,
+        },
+    }
+}
+
+/// The request header policy, decided for one request (see [`upstream_fields`]).
+#[derive(Debug, Clone)]
+pub struct UpstreamFields {
+    /// The client's `Connection` values: the names they list are hop-by-hop too.
+    connection: Vec<HeaderValue>,
+    drop_authorization: bool,
+    forward_cookies: bool,
+    added: AddedFields,
+}
+
+impl UpstreamFields {
+    /// Whether a client field of this name goes upstream.
+    pub fn keeps(&self, name: &HeaderName) -> bool {
         let text = name.as_str();
-        is_hop_by_hop(text, connection)
+        !(is_hop_by_hop(text, &self.connection)
             || is_client_forwarding(text)
             // `Expect: 100-continue` is answered by our own HTTP server; the upstream gets the
             // body as soon as it arrives.
             || matches!(text, "host" | "expect")
-            || (text == "cookie" && !policy.forward_cookies)
-            || (text == "authorization" && drop_authorization)
-    });
-    if policy.forward_cookies {
-        join_cookie_fields(headers);
+            || (text == "cookie" && !self.forward_cookies)
+            || (text == "authorization" && self.drop_authorization))
     }
 
-    // Room for the six fields below, so the map grows (and rehashes) at most once.
-    headers.reserve(6);
-    if let Some(bearer) = policy.bearer {
-        headers.insert(header::AUTHORIZATION, bearer);
+    /// The fields that go upstream: the client's that are kept, in their order, then the ones
+    /// cookiegate adds ([`AddedFields::iter`]). No name of the second group is in the first.
+    pub fn iter<'a>(
+        &'a self,
+        headers: &'a HeaderMap,
+    ) -> impl Iterator<Item = (&'a HeaderName, &'a HeaderValue)> {
+        headers
+            .iter()
+            .filter(|(name, _)| self.keeps(name))
+            .chain(self.added.iter())
     }
-    headers.insert(&CLIENT_FORWARDING[1], policy.client_ip.clone());
-    headers.insert(&CLIENT_FORWARDING[4], policy.client_ip.clone());
-    headers.insert(
-        &CLIENT_FORWARDING[3],
-        HeaderValue::from_static(policy.proto),
-    );
-    let host = policy.host.filter(|h| is_plain_host(h.as_bytes()));
-    if let Some(host) = host {
-        headers.insert(&CLIENT_FORWARDING[2], host.clone());
+}
+
+/// The fields the request policy adds: the bearer and the forwarding fields, with values
+/// cookiegate saw itself.
+#[derive(Debug, Clone)]
+pub struct AddedFields {
+    authorization: Option<HeaderValue>,
+    client_ip: HeaderValue,
+    proto: HeaderValue,
+    host: Option<HeaderValue>,
+    forwarded: Option<HeaderValue>,
+}
+
+impl AddedFields {
+    /// The fields, in the order they are written: `Authorization`, `X-Forwarded-For`,
+    /// `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
+    pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
+        [
+            (&header::AUTHORIZATION, self.authorization.as_ref()),
+            (&CLIENT_FORWARDING[1], Some(&self.client_ip)),
+            (&CLIENT_FORWARDING[4], Some(&self.client_ip)),
+            (&CLIENT_FORWARDING[3], Some(&self.proto)),
+            (&CLIENT_FORWARDING[2], self.host.as_ref()),
+            (&header::FORWARDED, self.forwarded.as_ref()),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| value.map(|v| (name, v)))
     }
-    if let Some(forwarded) = forwarded_value(policy.client_ip, host, policy.proto) {
-        headers.insert(header::FORWARDED, forwarded);
+
+    /// Inserts the fields into `headers`, replacing any of the same name.
+    pub fn insert_into(self, headers: &mut HeaderMap) {
+        headers.reserve(6);
+        for (name, value) in self.iter() {
+            headers.insert(name.clone(), value.clone());
+        }
     }
 }
 
@@ -113,6 +184,12 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     });
 }
 
+/// Drops every field named in one of the `connection` values (the `Connection` fields of the
+/// message, already taken out of `headers`).
+pub(crate) fn strip_connection_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) {
+    remove_where(headers, |name, _| is_hop_by_hop(name.as_str(), connection));
+}
+
 /// Whether the field `name` is hop-by-hop: one of [`HOP_BY_HOP`] or listed in a `Connection`
 /// field (`connection` holds the map's `Connection` values).
 fn is_hop_by_hop(name: &str, connection: &[HeaderValue]) -> bool {
@@ -127,7 +204,7 @@ fn is_hop_by_hop(name: &str, connection: &[HeaderValue]) -> bool {
 
 /// [`HOP_BY_HOP`] as a `match`, which tests most names with one length comparison;
 /// `name_matches_agree_with_the_lists` keeps the two equal.
-fn is_hop_by_hop_name(name: &str) -> bool {
+pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {
     matches!(
         name,
         "connection"
@@ -518,6 +595,46 @@ mod tests {
             prop_assert!(headers.get("connection").is_none());
             prop_assert_eq!(headers.get_all("x-forwarded-for").iter().collect::<Vec<_>>(), vec!["10.1.2.3"]);
             prop_assert_eq!(headers.get_all("forwarded").iter().count(), 1);
+        }
+            /// What the upstream head is written from ([`UpstreamFields::iter`], the map left as
+        /// the client sent it) is exactly the map [`to_upstream`] leaves, field for field.
+        #[test]
+        fn the_written_fields_are_the_policy_map(
+            fields in proptest::collection::vec((prop_oneof![
+                Just("authorization"), Just("cookie"), Just("x-forwarded-for"), Just("forwarded"),
+                Just("x-real-ip"), Just("host"), Just("connection"), Just("x-custom"), Just("accept"),
+                Just("keep-alive"), Just("te"), Just("expect"), Just("x-forwarded-host"),
+            ], prop_oneof![
+                Just("x-custom"), Just("keep-alive"), Just("close"), Just("a=1"), Just("accept, x-custom"),
+            ]), 0..12),
+            bearer in any::<bool>(),
+            keep_client_authorization in any::<bool>(),
+            forward_cookies in any::<bool>(),
+        ) {
+            let mut client = HeaderMap::new();
+            for (name, value) in &fields {
+                client.append(HeaderName::from_static(name), HeaderValue::from_static(value));
+            }
+            let ip = ip_header_value("10.1.2.3".parse().unwrap());
+            let host = HeaderValue::from_static("app.example:3000");
+            let make = || UpstreamHeaders {
+                bearer: bearer.then(|| HeaderValue::from_static("Bearer tok")),
+                keep_client_authorization,
+                forward_cookies,
+                client_ip: &ip,
+                host: Some(&host),
+                proto: "http",
+            };
+            let mut expected = client.clone();
+            to_upstream(&mut expected, make());
+            let sorted = |mut pairs: Vec<(String, Vec<u8>)>| {
+                pairs.sort();
+                pairs
+            };
+            let expected = sorted(expected.iter().map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect());
+            let written = upstream_fields(&mut client, make());
+            let written = sorted(written.iter(&client).map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())).collect());
+            prop_assert_eq!(written, expected);
         }
     }
 }

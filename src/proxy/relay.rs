@@ -15,6 +15,7 @@ use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
+use super::InFlight;
 use super::body::{BodyError, LimitedBody};
 use super::pool::UpstreamBody;
 
@@ -23,6 +24,8 @@ use super::pool::UpstreamBody;
 pub struct ResponseBody {
     kind: Kind,
     log: Option<AccessLog>,
+    /// Dropped with the body, when hyper is done with it: the exchange is over.
+    in_flight: Option<InFlight>,
 }
 
 #[derive(Debug)]
@@ -45,6 +48,7 @@ impl ResponseBody {
         Self {
             kind: Kind::Fixed(bytes),
             log,
+            in_flight: None,
         }
     }
 
@@ -57,7 +61,14 @@ impl ResponseBody {
         Self {
             kind: Kind::Upstream(LimitedBody::new(body, u64::MAX, idle, None)),
             log,
+            in_flight: None,
         }
+    }
+
+    /// Holds `in_flight` until the body is dropped.
+    pub fn holding(mut self, in_flight: InFlight) -> Self {
+        self.in_flight = Some(in_flight);
+        self
     }
 
     fn count(&mut self, frame: &Frame<Bytes>) {

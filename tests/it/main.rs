@@ -18,3 +18,4 @@ mod smoke;
 mod streaming;
 mod support;
 mod tls;
+mod upstream_h1;

@@ -3,6 +3,9 @@
 //! head are dropped.
 
 use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
 
 use http::Response;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -155,5 +158,115 @@ async fn clients_slow_to_send_their_request_head_are_dropped() {
         upstream.seen().len() == 1,
         "the half-sent request never went upstream"
     );
+    gateway.stop().await;
+}
+
+/// A gateway with a short `header_timeout` in front of `upstream`.
+async fn quick_header_timeout(upstream: &str) -> Gateway {
+    Gateway::start(&format!(
+        "[server]\nheader_timeout = \"300ms\"\n\n[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{upstream}\"\n",
+    ))
+    .await
+}
+
+const KEEP_ALIVE_GET: &[u8] =
+    b"GET /api/proxy/x HTTP/1.1\r\nhost: gw\r\ncookie: auth_token=tok\r\n\r\n";
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_header_timeout_is_closed() {
+    let upstream = Upstream::echo_ok().await;
+    let gateway = quick_header_timeout(&upstream.url()).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream.write_all(KEEP_ALIVE_GET).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_answer(&mut stream, &mut buf).await.status, 200);
+    // Nothing more is sent: the wait for the next head is bounded too.
+    let started = std::time::Instant::now();
+    assert_closed_by_server(stream, "an idle keep-alive connection to be closed").await;
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "closed before header_timeout: {:?}",
+        started.elapsed()
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_second_head_sent_too_slowly_on_a_keep_alive_connection_is_dropped() {
+    let upstream = Upstream::echo_ok().await;
+    let gateway = quick_header_timeout(&upstream.url()).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream.write_all(KEEP_ALIVE_GET).await.unwrap();
+    let mut buf = Vec::new();
+    assert_eq!(read_answer(&mut stream, &mut buf).await.status, 200);
+    // Half a head, then a byte every 100 ms: never complete within 300 ms.
+    stream
+        .write_all(b"GET /api/proxy/y HTTP/1.1\r\nhost: gw\r\n")
+        .await
+        .unwrap();
+    let dribble = async {
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            if stream.write_all(b"x").await.is_err() {
+                return;
+            }
+        }
+    };
+    within("the dribbling client to be cut off", dribble).await;
+    assert_closed_by_server(stream, "a slow second head to be dropped").await;
+    assert_eq!(
+        upstream.seen().len(),
+        1,
+        "the slow request never went upstream"
+    );
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn an_answer_and_an_upload_slower_than_header_timeout_are_not_cut() {
+    // The upstream reads the whole (slow) body, then answers slowly, in pieces.
+    let upstream = Upstream::streaming(|req, seen| {
+        record_head(&req, &seen);
+        async move {
+            let body = http_body_util::BodyExt::collect(req.into_body())
+                .await
+                .map(|b| b.to_bytes().len())
+                .unwrap_or(0);
+            let (mut tx, answer) = channel_body(4);
+            tokio::spawn(async move {
+                for part in 0..6 {
+                    tokio::time::sleep(Duration::from_millis(120)).await;
+                    let text = format!("part {part} of a {body}-byte upload;");
+                    if tx.send_data(Bytes::from(text)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+            Response::new(answer)
+        }
+    })
+    .await;
+    let gateway = quick_header_timeout(&upstream.url()).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    stream
+        .write_all(b"POST /api/proxy/x HTTP/1.1\r\nhost: gw\r\ncookie: auth_token=tok\r\norigin: http://gw\r\ncontent-length: 6\r\n\r\n")
+        .await
+        .unwrap();
+    for byte in b"abcdef" {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stream.write_all(&[*byte]).await.unwrap();
+    }
+    let mut buf = Vec::new();
+    let answer = read_answer(&mut stream, &mut buf).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        answer.body,
+        (0..6)
+            .map(|part| format!("part {part} of a 6-byte upload;"))
+            .collect::<String>()
+    );
+    // And the connection still serves the next request.
+    stream.write_all(KEEP_ALIVE_GET).await.unwrap();
+    assert_eq!(read_answer(&mut stream, &mut buf).await.status, 200);
     gateway.stop().await;
 }

@@ -1,0 +1,1340 @@
+//! cookiegate's own HTTP/1.1 client, against scripted upstreams that read raw request bytes and
+//! write exact response bytes: response framings (chunked with trailers, close-delimited,
+//! interim answers, both framings at once), invalid answers, connection reuse and its limits
+//! (idle connections the upstream closed, requests sent again only when that is safe), early
+//! answers, truncated bodies, and the request framing an upstream sees on the wire.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::BodyExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Barrier, mpsc};
+use tokio::task::JoinHandle;
+
+use crate::support::*;
+
+const TOKEN: &str = "tok";
+
+// ---------------------------------------------------------------------------------------------
+// Scripted upstreams
+// ---------------------------------------------------------------------------------------------
+
+/// A request as a scripted upstream read it off the wire.
+#[derive(Debug, Clone)]
+struct Received {
+    /// The accepted connection it came on (0 for the first).
+    conn: usize,
+    /// The head exactly as sent, without its final blank line.
+    head: String,
+    /// The body, decoded from its framing.
+    body: Vec<u8>,
+    /// What was wrong with the body's framing, if anything.
+    malformed: Option<String>,
+}
+
+impl Received {
+    fn request_line(&self) -> &str {
+        self.head.split("\r\n").next().unwrap_or_default()
+    }
+
+    fn method(&self) -> &str {
+        self.request_line().split(' ').next().unwrap_or_default()
+    }
+
+    fn target(&self) -> &str {
+        self.request_line().split(' ').nth(1).unwrap_or_default()
+    }
+
+    /// The values of every field named `name` (case-insensitive), in order.
+    fn fields(&self, name: &str) -> Vec<String> {
+        self.head
+            .split("\r\n")
+            .skip(1)
+            .filter_map(|line| {
+                let (field, value) = line.split_once(':')?;
+                field
+                    .eq_ignore_ascii_case(name)
+                    .then(|| value.trim().to_string())
+            })
+            .collect()
+    }
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// One accepted connection of a [`Scripted`] upstream.
+struct Wire {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    conn: usize,
+    log: Arc<Mutex<Vec<Received>>>,
+}
+
+impl Wire {
+    /// Reads more bytes; false at EOF or on an error.
+    async fn fill(&mut self) -> bool {
+        let mut chunk = [0u8; 16 * 1024];
+        match self.stream.read(&mut chunk).await {
+            Ok(0) | Err(_) => false,
+            Ok(n) => {
+                self.buf.extend_from_slice(&chunk[..n]);
+                true
+            }
+        }
+    }
+
+    async fn read_until(&mut self, delimiter: &[u8]) -> Option<Vec<u8>> {
+        loop {
+            if let Some(at) = find(&self.buf, delimiter) {
+                let line = self.buf[..at].to_vec();
+                self.buf.drain(..at + delimiter.len());
+                return Some(line);
+            }
+            if !self.fill().await {
+                return None;
+            }
+        }
+    }
+
+    async fn read_exact(&mut self, len: usize) -> Option<Vec<u8>> {
+        while self.buf.len() < len {
+            if !self.fill().await {
+                return None;
+            }
+        }
+        Some(self.buf.drain(..len).collect())
+    }
+
+    fn record(&self, received: &Received) {
+        self.log.lock().unwrap().push(received.clone());
+    }
+
+    /// Reads the next request head and records it, body unread. `None` at EOF.
+    async fn head(&mut self) -> Option<Received> {
+        let head = self.read_until(b"\r\n\r\n").await?;
+        let received = Received {
+            conn: self.conn,
+            head: String::from_utf8_lossy(&head).into_owned(),
+            body: Vec::new(),
+            malformed: None,
+        };
+        self.record(&received);
+        Some(received)
+    }
+
+    /// Reads a whole request (its body by its framing) and records it. `None` at EOF, also
+    /// in the middle of a request (which is then not recorded).
+    async fn request(&mut self) -> Option<Received> {
+        let head = self.read_until(b"\r\n\r\n").await?;
+        let mut received = Received {
+            conn: self.conn,
+            head: String::from_utf8_lossy(&head).into_owned(),
+            body: Vec::new(),
+            malformed: None,
+        };
+        let codings = received.fields("transfer-encoding");
+        let lengths = received.fields("content-length");
+        if !codings.is_empty() {
+            if codings == ["chunked"] {
+                match self.read_chunked().await? {
+                    Ok(body) => received.body = body,
+                    Err(why) => received.malformed = Some(why),
+                }
+            } else {
+                received.malformed = Some(format!("transfer-encoding {codings:?}"));
+            }
+        } else if let Some(length) = lengths.first() {
+            match length.parse::<usize>() {
+                Ok(len) => received.body = self.read_exact(len).await?,
+                Err(_) => received.malformed = Some(format!("content-length {length:?}")),
+            }
+        }
+        self.record(&received);
+        Some(received)
+    }
+
+    /// A chunked body, read strictly: bare hex sizes, CRLF after each chunk, no trailers.
+    async fn read_chunked(&mut self) -> Option<Result<Vec<u8>, String>> {
+        let mut body = Vec::new();
+        loop {
+            match self.read_chunk().await? {
+                Ok(Some(data)) => body.extend_from_slice(&data),
+                Ok(None) => return Some(Ok(body)),
+                Err(why) => return Some(Err(why)),
+            }
+        }
+    }
+
+    /// One chunk of a chunked body, read strictly; `Ok(None)` after the last chunk and the
+    /// empty trailer section.
+    async fn read_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, String>> {
+        let line = self.read_until(b"\r\n").await?;
+        if line.is_empty() || !line.iter().all(u8::is_ascii_hexdigit) || line.len() > 16 {
+            return Some(Err(format!(
+                "bad chunk size line {:?}",
+                String::from_utf8_lossy(&line)
+            )));
+        }
+        let size = usize::from_str_radix(std::str::from_utf8(&line).unwrap(), 16).unwrap();
+        if size == 0 {
+            let end = self.read_until(b"\r\n").await?;
+            return Some(if end.is_empty() {
+                Ok(None)
+            } else {
+                Err("trailers after the last chunk".into())
+            });
+        }
+        let data = self.read_exact(size + 2).await?;
+        if &data[size..] != b"\r\n" {
+            return Some(Err("no CRLF after chunk data".into()));
+        }
+        Some(Ok(Some(data[..size].to_vec())))
+    }
+
+    async fn send(&mut self, bytes: &[u8]) {
+        let _ = self.stream.write_all(bytes).await;
+        let _ = self.stream.flush().await;
+    }
+
+    /// Writes `pieces` one at a time with a pause between, so they arrive in separate reads.
+    async fn send_in_pieces(&mut self, pieces: &[&[u8]]) {
+        for piece in pieces {
+            self.send(piece).await;
+            tokio::time::sleep(Duration::from_millis(15)).await;
+        }
+    }
+
+    /// Reads until the other side closes the connection; what arrived meanwhile, or `None`
+    /// if it was still open after [`GUARD`].
+    async fn until_closed(&mut self) -> Option<Vec<u8>> {
+        let wait = async { while self.fill().await {} };
+        tokio::time::timeout(GUARD, wait).await.ok()?;
+        Some(std::mem::take(&mut self.buf))
+    }
+}
+
+/// A TCP server on 127.0.0.1:0 that runs `script` on each connection it accepts and records
+/// the requests read through [`Wire`].
+struct Scripted {
+    addr: std::net::SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    log: Arc<Mutex<Vec<Received>>>,
+    task: JoinHandle<()>,
+}
+
+impl Scripted {
+    async fn start<F, Fut>(script: F) -> Self
+    where
+        F: Fn(Wire) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let log: Arc<Mutex<Vec<Received>>> = Arc::default();
+        let (accepted_in, log_in) = (accepted.clone(), log.clone());
+        let task = tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let conn = accepted_in.fetch_add(1, Ordering::SeqCst);
+                let wire = Wire {
+                    stream,
+                    buf: Vec::new(),
+                    conn,
+                    log: log_in.clone(),
+                };
+                tokio::spawn(script(wire));
+            }
+        });
+        Self {
+            addr,
+            accepted,
+            log,
+            task,
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Connections accepted so far.
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Every request read so far, in order.
+    fn received(&self) -> Vec<Received> {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// The one request read so far; panics if there were more or none.
+    fn only_one(&self) -> Received {
+        let received = self.received();
+        assert_eq!(received.len(), 1, "{received:#?}");
+        received.into_iter().next().unwrap()
+    }
+
+    /// (connection, target) of every request read so far.
+    fn targets(&self) -> Vec<(usize, String)> {
+        self.received()
+            .iter()
+            .map(|r| (r.conn, r.target().to_string()))
+            .collect()
+    }
+}
+
+impl Drop for Scripted {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A 200 whose body names the connection that answered.
+fn answer_from(conn: usize) -> Vec<u8> {
+    let body = format!("conn {conn}");
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// Answers every request on the connection with [`answer_from`].
+async fn serve(mut wire: Wire) {
+    while wire.request().await.is_some() {
+        let answer = answer_from(wire.conn);
+        wire.send(&answer).await;
+    }
+}
+
+/// GET `/api/proxy{path}` with a session.
+async fn get_through(gateway: &Gateway, path: &str) -> Answer {
+    get(&gateway.url(&format!("/api/proxy{path}")), Some(TOKEN)).await
+}
+
+/// POST `/api/proxy{path}` with a session and a text body.
+async fn post_through(gateway: &Gateway, path: &str, body: &'static str) -> Answer {
+    let req = request(
+        "POST",
+        &gateway.url(&format!("/api/proxy{path}")),
+        Some(TOKEN),
+    )
+    .header("content-type", "text/plain")
+    .body(full(body))
+    .unwrap();
+    send(&client(), req).await
+}
+
+/// Waits for a scripted connection to report it closed, then a little more, so the close has
+/// reached cookiegate's side of the socket.
+async fn closed_signal(rx: &mut mpsc::UnboundedReceiver<usize>) -> usize {
+    let conn = within("the upstream to close its connection", rx.recv())
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    conn
+}
+
+// ---------------------------------------------------------------------------------------------
+// Response framings
+// ---------------------------------------------------------------------------------------------
+
+const CHUNKED_WITH_TRAILERS: [&[u8]; 4] = [
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\
+      Trailer: x-checksum\r\n\r\n",
+    b"5;ext=1\r\nhel",
+    b"lo\r\n7 ; name=\"v\"\r\n, world\r\n0\r\nX-Chec",
+    b"ksum: 42\r\n\r\n",
+];
+
+#[tokio::test]
+async fn a_chunked_answer_with_extensions_and_trailers_reaches_the_client_byte_exact() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while wire.request().await.is_some() {
+            wire.send_in_pieces(&CHUNKED_WITH_TRAILERS).await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let answer = get_through(&gateway, "/chunked").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "hello, world");
+    assert_eq!(answer.header("content-type"), Some("text/plain"));
+    // The client asked for no trailers: hyper drops them, and the framing fields are ours.
+    assert!(answer.header("trailer").is_none());
+    assert_eq!(upstream.targets(), [(0, "/chunked".to_string())]);
+}
+
+#[tokio::test]
+async fn a_connection_whose_chunked_answer_ended_with_trailers_is_reused() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while wire.request().await.is_some() {
+            wire.send_in_pieces(&CHUNKED_WITH_TRAILERS).await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for _ in 0..2 {
+        let answer = get_through(&gateway, "/chunked").await;
+        assert_eq!(answer.body, "hello, world");
+    }
+    assert_eq!(
+        upstream.targets(),
+        [(0, "/chunked".to_string()), (0, "/chunked".to_string())]
+    );
+    assert_eq!(upstream.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_large_chunked_answer_in_uneven_chunks_arrives_byte_exact() {
+    let data = all_bytes(2000);
+    let mut encoded = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    let mut at = 0;
+    for size in [1usize, 4095, 4096, 4097, 65536, 13, 100_000]
+        .iter()
+        .cycle()
+    {
+        if at >= data.len() {
+            break;
+        }
+        let end = (at + size).min(data.len());
+        encoded.extend_from_slice(format!("{:X}\r\n", end - at).as_bytes());
+        encoded.extend_from_slice(&data[at..end]);
+        encoded.extend_from_slice(b"\r\n");
+        at = end;
+    }
+    encoded.extend_from_slice(b"0\r\n\r\n");
+    let encoded: &'static [u8] = Vec::leak(encoded);
+    let upstream = Scripted::start(move |mut wire| async move {
+        while wire.request().await.is_some() {
+            for piece in encoded.chunks(7777) {
+                wire.send(piece).await;
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for _ in 0..2 {
+        let answer = get_through(&gateway, "/big").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body.len(), data.len());
+        assert!(answer.body == data, "the body differs");
+    }
+    // Chunked without trailers ends cleanly: the connection is reused.
+    assert_eq!(upstream.accepted(), 1);
+}
+
+#[tokio::test]
+async fn a_close_delimited_answer_is_delivered_whole_and_its_connection_is_not_reused() {
+    let upstream = Scripted::start(|mut wire| async move {
+        if wire.request().await.is_some() {
+            wire.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
+                .await;
+            for piece in all_bytes(300).chunks(10_000) {
+                wire.send(piece).await;
+            }
+            // Dropping the connection ends the body.
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for _ in 0..2 {
+        let answer = get_through(&gateway, "/until-close").await;
+        assert_eq!(answer.status, 200);
+        assert!(answer.body == all_bytes(300), "the body differs");
+    }
+    assert_eq!(
+        upstream.targets(),
+        [
+            (0, "/until-close".to_string()),
+            (1, "/until-close".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn interim_answers_before_the_final_one_never_reach_the_client() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while wire.request().await.is_some() {
+            wire.send_in_pieces(&[
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Ear",
+                b"ly Hints\r\nLink: </style.css>; rel=preload\r\n\r\n",
+                b"HTTP/1.1 201 Created\r\nX-Final: yes\r\nContent-Length: 4\r\n\r\ndone",
+            ])
+            .await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for req in [
+        format!(
+            "GET /api/proxy/hints HTTP/1.1\r\nHost: gw\r\nCookie: auth_token={TOKEN}\r\n\
+             Connection: close\r\n\r\n"
+        ),
+        format!(
+            "POST /api/proxy/hints HTTP/1.1\r\nHost: gw\r\nCookie: auth_token={TOKEN}\r\n\
+             Content-Type: text/plain\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbody"
+        ),
+    ] {
+        // The first answer read off the wire is the final one: no 1xx came before it.
+        let answer = raw_answer(gateway.addr, req.as_bytes()).await;
+        assert_eq!(answer.status, 201, "{req}");
+        assert_eq!(answer.body, "done");
+        assert_eq!(answer.header("x-final"), Some("yes"));
+        assert!(answer.header("link").is_none());
+    }
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    assert_eq!(received[1].body, b"body");
+}
+
+#[tokio::test]
+async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while wire.request().await.is_some() {
+            wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello")
+                .await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for _ in 0..2 {
+        let answer = get_through(&gateway, "/list").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "hello");
+    }
+    assert_eq!(upstream.accepted(), 1);
+}
+
+#[tokio::test]
+async fn an_answer_with_both_framings_follows_chunked_and_its_connection_is_not_reused() {
+    let upstream = Scripted::start(|mut wire| async move {
+        // Would answer a second request on the same connection, if one came.
+        while wire.request().await.is_some() {
+            wire.send(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n\
+                  5\r\nhello\r\n0\r\n\r\n",
+            )
+            .await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for _ in 0..2 {
+        let answer = get_through(&gateway, "/both").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "hello");
+        // The length described nothing the client gets.
+        assert!(answer.header("content-length").is_none());
+    }
+    assert_eq!(
+        upstream.targets(),
+        [(0, "/both".to_string()), (1, "/both".to_string())]
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Invalid and broken answers
+// ---------------------------------------------------------------------------------------------
+
+fn invalid_answers() -> Vec<Vec<u8>> {
+    let mut many_fields = b"HTTP/1.1 200 OK\r\n".to_vec();
+    for i in 0..101 {
+        many_fields.extend_from_slice(format!("X-F{i}: v\r\n").as_bytes());
+    }
+    many_fields.extend_from_slice(b"Content-Length: 0\r\n\r\n");
+    let mut huge_head = b"HTTP/1.1 200 OK\r\nX-Huge: ".to_vec();
+    huge_head.resize(70 * 1024, b'h');
+    huge_head.extend_from_slice(b"\r\nContent-Length: 0\r\n\r\n");
+    vec![
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5, 6\r\n\r\nhello".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello".to_vec(),
+        b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 101 Switching Protocols\r\n\r\n".to_vec(),
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(),
+        b"HTTP/1.1 200 OK\r\nBad Header\r\n\r\n".to_vec(),
+        b"SSH-2.0-OpenSSH_9.6\r\n".to_vec(),
+        b"garbage garbage garbage\r\n\r\n".to_vec(),
+        many_fields,
+        huge_head,
+    ]
+}
+
+/// A connection, and what it received after its invalid answer until cookiegate closed it
+/// (`None`: never closed).
+type AfterClose = (usize, Option<Vec<u8>>);
+
+#[tokio::test]
+async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_serving() {
+    let answers = Arc::new(invalid_answers());
+    let count = answers.len();
+    let closed: Arc<Mutex<Vec<AfterClose>>> = Arc::default();
+    let closed_in = closed.clone();
+    let upstream = Scripted::start(move |mut wire| {
+        let answers = answers.clone();
+        let closed = closed_in.clone();
+        async move {
+            while let Some(req) = wire.request().await {
+                if let Some(n) = req.target().strip_prefix("/bad/") {
+                    wire.send(&answers[n.parse::<usize>().unwrap()]).await;
+                    // Left open: cookiegate must be the one to close it.
+                    let after = wire.until_closed().await;
+                    closed.lock().unwrap().push((wire.conn, after));
+                    return;
+                }
+                wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for n in 0..count {
+        let answer = within("the 502", get_through(&gateway, &format!("/bad/{n}"))).await;
+        answer.assert_error(502, "upstream unreachable");
+        let body = String::from_utf8_lossy(&answer.body);
+        assert!(!body.contains("SSH") && !body.contains("garbage"), "{body}");
+        let good = get_through(&gateway, "/good").await;
+        assert_eq!(good.status, 200, "after bad answer {n}");
+        assert_eq!(good.body, "ok");
+    }
+    within("every invalid connection closed", async {
+        while closed.lock().unwrap().len() < count {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    for (conn, after) in closed.lock().unwrap().iter() {
+        assert_eq!(
+            after.as_deref(),
+            Some(&b""[..]),
+            "connection {conn} was sent more after its invalid answer (None: never closed)"
+        );
+    }
+    // Each invalid answer was given once: nothing was sent again.
+    let bad: Vec<_> = upstream
+        .received()
+        .iter()
+        .filter(|r| r.target().starts_with("/bad/"))
+        .map(|r| r.target().to_string())
+        .collect();
+    assert_eq!(
+        bad,
+        (0..count).map(|n| format!("/bad/{n}")).collect::<Vec<_>>()
+    );
+}
+
+async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize) {
+    let upstream = Scripted::start(move |mut wire| async move {
+        if wire.conn > 0 {
+            return serve(wire).await;
+        }
+        if wire.request().await.is_some() {
+            wire.send(answer).await;
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            // Closed mid-body.
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let client = client();
+    let req = request("GET", &gateway.url("/api/proxy/short"), Some(TOKEN))
+        .body(empty())
+        .unwrap();
+    within("the broken transfer", async {
+        let res = client.request(req).await.expect("response head");
+        assert_eq!(res.status(), 200);
+        let mut body = res.into_body();
+        let mut got = Vec::new();
+        let failed = loop {
+            match body.frame().await {
+                Some(Ok(frame)) => {
+                    if let Ok(data) = frame.into_data() {
+                        got.extend_from_slice(&data);
+                    }
+                }
+                Some(Err(_)) => break true,
+                None => break false,
+            }
+        };
+        assert!(
+            failed,
+            "a truncated body ended cleanly after {} bytes",
+            got.len()
+        );
+        assert_eq!(got.len(), sent, "only what the upstream sent");
+    })
+    .await;
+    // The gateway is fine afterwards, on a new connection.
+    assert_eq!(get_through(&gateway, "/next").await.body, "conn 1");
+    assert_eq!(
+        upstream.targets(),
+        [(0, "/short".to_string()), (1, "/next".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn an_answer_cut_short_of_its_content_length_aborts_the_clients_transfer() {
+    truncated_answer_breaks_the_transfer(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
+        10,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_chunked_answer_cut_mid_chunk_aborts_the_clients_transfer() {
+    truncated_answer_breaks_the_transfer(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n64\r\n0123456789",
+        10,
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_chunked_answer_cut_before_its_last_chunk_aborts_the_clients_transfer() {
+    truncated_answer_breaks_the_transfer(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\na\r\n0123456789\r\n",
+        10,
+    )
+    .await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Connection reuse
+// ---------------------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn sequential_requests_share_one_upstream_connection() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while let Some(req) = wire.request().await {
+            let answer: &[u8] = match (req.method(), req.target()) {
+                // No body after these heads, whatever their Content-Length says.
+                ("HEAD", _) => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\n",
+                (_, "/empty") => b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+                (_, "/same") => b"HTTP/1.1 304 Not Modified\r\nContent-Length: 5\r\n\r\n",
+                _ => b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello",
+            };
+            wire.send(answer).await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let client = client();
+    for (method, path, status, body) in [
+        ("GET", "/one", 200, "hello"),
+        ("HEAD", "/two", 200, ""),
+        ("GET", "/empty", 204, ""),
+        ("GET", "/same", 304, ""),
+        ("POST", "/three", 200, "hello"),
+        ("GET", "/four", 200, "hello"),
+    ] {
+        let req = request(
+            method,
+            &gateway.url(&format!("/api/proxy{path}")),
+            Some(TOKEN),
+        )
+        .body(if method == "POST" {
+            full("data")
+        } else {
+            empty()
+        })
+        .unwrap();
+        let answer = send(&client, req).await;
+        assert_eq!(answer.status, status, "{method} {path}");
+        assert_eq!(answer.body, body, "{method} {path}");
+    }
+    assert_eq!(
+        upstream.targets(),
+        ["/one", "/two", "/empty", "/same", "/three", "/four"]
+            .map(|t| (0, t.to_string()))
+            .to_vec()
+    );
+    assert_eq!(upstream.received()[4].body, b"data");
+}
+
+#[tokio::test]
+async fn answers_that_end_their_connection_are_not_reused() {
+    for answer in [
+        &b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"[..],
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+        // Stray bytes after the body: the connection's state is unknown.
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray",
+    ] {
+        let upstream = Scripted::start(move |mut wire| async move {
+            // Would answer more requests on this connection, if any came.
+            while wire.request().await.is_some() {
+                wire.send(answer).await;
+            }
+        })
+        .await;
+        let gateway = Gateway::single(&upstream.url()).await;
+        for _ in 0..2 {
+            let got = get_through(&gateway, "/x").await;
+            assert_eq!(got.status, 200);
+            assert_eq!(got.body, "ok", "{:?}", String::from_utf8_lossy(answer));
+        }
+        assert_eq!(
+            upstream.targets(),
+            [(0, "/x".to_string()), (1, "/x".to_string())],
+            "{:?}",
+            String::from_utf8_lossy(answer)
+        );
+    }
+}
+
+#[tokio::test]
+async fn http_1_0_keep_alive_answers_are_reused() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while wire.request().await.is_some() {
+            wire.send(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for _ in 0..2 {
+        assert_eq!(get_through(&gateway, "/x").await.body, "ok");
+    }
+    assert_eq!(upstream.accepted(), 1);
+}
+
+#[tokio::test]
+async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_answer() {
+    let (wrote_tx, mut wrote_rx) = mpsc::unbounded_channel::<usize>();
+    let upstream = Scripted::start(move |mut wire| {
+        let wrote = wrote_tx.clone();
+        async move {
+            if wire.conn > 0 {
+                return serve(wire).await;
+            }
+            if wire.request().await.is_some() {
+                wire.send(&answer_from(0)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                // What some servers send before closing an idle connection; here, not closed.
+                wire.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout")
+                    .await;
+                let _ = wrote.send(0);
+                let _ = wire.until_closed().await;
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
+    closed_signal(&mut wrote_rx).await;
+    let second = get_through(&gateway, "/second").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, "conn 1");
+    assert_eq!(
+        upstream.targets(),
+        [(0, "/first".to_string()), (1, "/second".to_string())]
+    );
+}
+
+#[tokio::test]
+async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<usize>();
+    let upstream = Scripted::start(move |mut wire| {
+        let closed = closed_tx.clone();
+        async move {
+            if wire.conn >= 2 {
+                return serve(wire).await;
+            }
+            // Connections 0 and 1 answer one request, keep-alive, then close while idle.
+            if wire.request().await.is_some() {
+                wire.send(&answer_from(wire.conn)).await;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+                let conn = wire.conn;
+                drop(wire);
+                let _ = closed.send(conn);
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+
+    assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
+    assert_eq!(closed_signal(&mut closed_rx).await, 0);
+    let second = get_through(&gateway, "/second").await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, "conn 1");
+
+    // A request with a body is never sent again, so it must not meet the closed connection.
+    assert_eq!(closed_signal(&mut closed_rx).await, 1);
+    let third = post_through(&gateway, "/third", "post body").await;
+    assert_eq!(third.status, 200);
+    assert_eq!(third.body, "conn 2");
+
+    assert_eq!(
+        upstream.targets(),
+        [
+            (0, "/first".to_string()),
+            (1, "/second".to_string()),
+            (2, "/third".to_string())
+        ]
+    );
+    let posts: Vec<_> = upstream
+        .received()
+        .into_iter()
+        .filter(|r| r.method() == "POST")
+        .collect();
+    assert_eq!(posts.len(), 1);
+    assert_eq!(posts[0].body, b"post body");
+}
+
+/// Connection 0 answers its first request, reads the second whole, then closes without a
+/// byte of answer; later connections answer everything.
+async fn closes_after_reading_the_second_request() -> Scripted {
+    Scripted::start(|mut wire| async move {
+        if wire.conn > 0 {
+            return serve(wire).await;
+        }
+        if wire.request().await.is_some() {
+            wire.send(&answer_from(0)).await;
+            let _ = wire.request().await;
+            // Dropped: closed unanswered.
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_get_meeting_a_reused_connection_closed_unanswered_is_sent_again_once() {
+    let upstream = closes_after_reading_the_second_request().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
+    let second = within("the retried GET", get_through(&gateway, "/second")).await;
+    assert_eq!(second.status, 200);
+    assert_eq!(second.body, "conn 1");
+    assert_eq!(
+        upstream.targets(),
+        [
+            (0, "/first".to_string()),
+            (0, "/second".to_string()),
+            (1, "/second".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_post_meeting_a_reused_connection_closed_unanswered_is_not_sent_again() {
+    let upstream = closes_after_reading_the_second_request().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
+    let answer = within("the POST", post_through(&gateway, "/second", "once only")).await;
+    answer.assert_error(502, "upstream unreachable");
+    // The gateway still serves, on a new connection.
+    assert_eq!(get_through(&gateway, "/third").await.body, "conn 1");
+    assert_eq!(
+        upstream.targets(),
+        [
+            (0, "/first".to_string()),
+            (0, "/second".to_string()),
+            (1, "/third".to_string())
+        ]
+    );
+    assert_eq!(upstream.received()[1].body, b"once only");
+}
+
+#[tokio::test]
+async fn a_delete_without_a_body_is_idempotent_and_sent_again_too() {
+    let upstream = closes_after_reading_the_second_request().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
+    let req = request("DELETE", &gateway.url("/api/proxy/item"), Some(TOKEN))
+        .body(empty())
+        .unwrap();
+    let answer = within("the retried DELETE", send(&client(), req)).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "conn 1");
+    assert_eq!(
+        upstream.targets(),
+        [
+            (0, "/first".to_string()),
+            (0, "/item".to_string()),
+            (1, "/item".to_string())
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_get_is_sent_at_most_twice_however_many_pooled_connections_are_dead() {
+    let barrier = Arc::new(Barrier::new(3));
+    let upstream = Scripted::start({
+        let barrier = barrier.clone();
+        move |mut wire| {
+            let barrier = barrier.clone();
+            async move {
+                if wire.conn >= 3 {
+                    return serve(wire).await;
+                }
+                // Connections 0..3 answer one request once all three are open, then read the
+                // next one and close unanswered.
+                if wire.request().await.is_some() {
+                    barrier.wait().await;
+                    wire.send(&answer_from(wire.conn)).await;
+                    let _ = wire.request().await;
+                }
+            }
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let (a, b, c) = within("three concurrent requests", async {
+        tokio::join!(
+            get_through(&gateway, "/warm"),
+            get_through(&gateway, "/warm"),
+            get_through(&gateway, "/warm")
+        )
+    })
+    .await;
+    assert_eq!([a.status, b.status, c.status], [200, 200, 200]);
+    assert_eq!(upstream.accepted(), 3, "three pooled connections");
+
+    let answer = within("the GET", get_through(&gateway, "/again")).await;
+    assert_eq!(answer.status, 200);
+    let sent = upstream
+        .received()
+        .iter()
+        .filter(|r| r.target() == "/again")
+        .count();
+    assert!(sent <= 2, "the GET was sent {sent} times");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Early answers
+// ---------------------------------------------------------------------------------------------
+
+const EARLY_413: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n\
+    Content-Length: 22\r\nConnection: close\r\n\r\n{\"upstream\":\"too big\"}";
+
+#[tokio::test]
+async fn an_early_answer_to_a_large_upload_reaches_the_client() {
+    let upstream = Scripted::start(|mut wire| async move {
+        // Only the head is read; the body is refused unread.
+        if wire.head().await.is_some() {
+            wire.send(EARLY_413).await;
+        }
+    })
+    .await;
+    let gateway = Gateway::start(&format!(
+        "[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\nmax_body = \"1GiB\"\n",
+        upstream.url()
+    ))
+    .await;
+
+    let stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let head = format!(
+        "POST /api/proxy/upload HTTP/1.1\r\nHost: gw\r\nCookie: auth_token={TOKEN}\r\n\
+         Content-Type: application/octet-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
+    writer.write_all(head.as_bytes()).await.unwrap();
+    // Up to 256 MiB, never finished: only the early answer can end this exchange.
+    let uploader = tokio::spawn(async move {
+        let mut chunk = b"10000\r\n".to_vec();
+        chunk.resize(chunk.len() + 0x10000, b'u');
+        chunk.extend_from_slice(b"\r\n");
+        for _ in 0..4096 {
+            if writer.write_all(&chunk).await.is_err() {
+                return;
+            }
+        }
+        std::future::pending::<()>().await;
+    });
+
+    let answer = within("the early answer", async {
+        let mut buf = Vec::new();
+        let mut eof = false;
+        loop {
+            if let Some((answer, _)) = parse_answer(&buf, eof) {
+                return Some(answer);
+            }
+            if eof {
+                return None;
+            }
+            let mut chunk = [0u8; 8192];
+            let n = reader.read(&mut chunk).await.unwrap_or(0);
+            eof = n == 0;
+            buf.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    uploader.abort();
+    let answer = answer.expect("an answer, not a closed connection");
+    assert_eq!(answer.status, 413);
+    assert_eq!(answer.body, r#"{"upstream":"too big"}"#);
+    let received = upstream.received();
+    assert_eq!(received.len(), 1);
+    assert_eq!(received[0].fields("transfer-encoding"), ["chunked"]);
+    // And the gateway still serves.
+    let next = post_through(&gateway, "/upload", "small").await;
+    assert_eq!(next.status, 413);
+    assert_eq!(upstream.accepted(), 2);
+}
+
+// ---------------------------------------------------------------------------------------------
+// What the upstream sees
+// ---------------------------------------------------------------------------------------------
+
+async fn recording() -> Scripted {
+    Scripted::start(serve).await
+}
+
+#[tokio::test]
+async fn a_post_with_content_length_arrives_with_that_length_once_and_no_transfer_encoding() {
+    let upstream = recording().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let answer = post_through(&gateway, "/items", "hello world").await;
+    assert_eq!(answer.status, 200);
+    let raw = format!(
+        "POST /api/proxy/zero HTTP/1.1\r\nHost: gw\r\nCookie: auth_token={TOKEN}\r\n\
+         Content-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_answer(gateway.addr, raw.as_bytes()).await.status, 200);
+
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    let post = &received[0];
+    assert_eq!(post.request_line(), "POST /items HTTP/1.1");
+    assert_eq!(post.fields("content-length"), ["11"]);
+    assert!(post.fields("transfer-encoding").is_empty(), "{}", post.head);
+    assert_eq!(post.body, b"hello world");
+    let zero = &received[1];
+    assert_eq!(zero.fields("content-length"), ["0"], "{}", zero.head);
+    assert!(zero.fields("transfer-encoding").is_empty(), "{}", zero.head);
+    assert!(zero.body.is_empty());
+}
+
+#[tokio::test]
+async fn a_streamed_upload_arrives_validly_chunked() {
+    let upstream = recording().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let pieces: Vec<Bytes> = vec![
+        Bytes::from_static(b"alpha;"),
+        Bytes::from(all_bytes(40)),
+        Bytes::from_static(b"\r\n0\r\n\r\n"),
+        Bytes::from_static(b"omega"),
+    ];
+    let sent: Vec<u8> = pieces.concat();
+    let (mut tx, body) = channel_body(1);
+    let req = request("PUT", &gateway.url("/api/proxy/upload"), Some(TOKEN))
+        .header("content-type", "application/octet-stream")
+        .body(body)
+        .unwrap();
+    let client = client();
+    let feeder = tokio::spawn(async move {
+        for piece in pieces {
+            tx.send_data(piece).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let answer = within("the upload", send(&client, req)).await;
+    feeder.await.unwrap();
+    assert_eq!(answer.status, 200);
+
+    let put = upstream.received().pop().unwrap();
+    assert_eq!(put.fields("transfer-encoding"), ["chunked"], "{}", put.head);
+    assert!(put.fields("content-length").is_empty(), "{}", put.head);
+    assert_eq!(put.malformed, None);
+    assert_eq!(put.body.len(), sent.len());
+    assert!(put.body == sent, "the decoded body differs");
+}
+
+#[tokio::test]
+async fn a_get_carries_no_framing_fields_and_the_upstreams_own_host_once() {
+    let upstream = recording().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let raw = format!(
+        "GET /api/proxy/where?q=1 HTTP/1.1\r\nHost: client.example:8443\r\n\
+         Cookie: auth_token={TOKEN}\r\nConnection: close\r\n\r\n"
+    );
+    assert_eq!(raw_answer(gateway.addr, raw.as_bytes()).await.status, 200);
+    assert_eq!(get_through(&gateway, "/plain").await.status, 200);
+
+    let received = upstream.received();
+    assert_eq!(received.len(), 2);
+    for get in &received {
+        assert_eq!(get.method(), "GET");
+        assert!(get.request_line().ends_with(" HTTP/1.1"), "{}", get.head);
+        assert_eq!(
+            get.fields("host"),
+            [upstream.addr.to_string()],
+            "{}",
+            get.head
+        );
+        assert!(get.fields("content-length").is_empty(), "{}", get.head);
+        assert!(get.fields("transfer-encoding").is_empty(), "{}", get.head);
+        assert!(get.body.is_empty());
+    }
+    assert_eq!(received[0].target(), "/where?q=1");
+    assert_eq!(received[1].target(), "/plain");
+    // The client's Host only travels as a forwarding field.
+    for line in received[0]
+        .head
+        .lines()
+        .filter(|l| l.contains("client.example"))
+    {
+        let name = line.split(':').next().unwrap().to_ascii_lowercase();
+        assert!(
+            name == "x-forwarded-host" || name == "forwarded",
+            "{line:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_http2_upload_without_a_length_arrives_validly_chunked() {
+    let upstream = recording().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let (mut tx, body) = channel_body(1);
+    let req = request("POST", &gateway.url("/api/proxy/h2"), Some(TOKEN))
+        .body(body)
+        .unwrap();
+    let client = h2_client();
+    let feeder = tokio::spawn(async move {
+        for piece in [&b"first,"[..], b"second,", b"third"] {
+            tx.send_data(Bytes::from_static(piece)).await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let answer = within("the upload", send(&client, req)).await;
+    feeder.await.unwrap();
+    assert_eq!(answer.status, 200);
+    let post = upstream.only_one();
+    assert_eq!(post.request_line(), "POST /h2 HTTP/1.1");
+    assert_eq!(
+        post.fields("transfer-encoding"),
+        ["chunked"],
+        "{}",
+        post.head
+    );
+    assert!(post.fields("content-length").is_empty(), "{}", post.head);
+    assert_eq!(post.malformed, None);
+    assert_eq!(post.body, b"first,second,third");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Full duplex
+// ---------------------------------------------------------------------------------------------
+
+/// The data of the complete chunks at the start of a chunked body, and whether its last chunk
+/// (and an empty trailer section) was among them.
+fn complete_chunks(mut body: &[u8]) -> (Vec<u8>, bool) {
+    let mut data = Vec::new();
+    loop {
+        let Some(line_end) = find(body, b"\r\n") else {
+            return (data, false);
+        };
+        let size_text = std::str::from_utf8(&body[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.split(';').next().unwrap(), 16).unwrap();
+        let rest = &body[line_end + 2..];
+        if size == 0 {
+            return (data, rest.starts_with(b"\r\n"));
+        }
+        if rest.len() < size + 2 {
+            return (data, false);
+        }
+        data.extend_from_slice(&rest[..size]);
+        body = &rest[size + 2..];
+    }
+}
+
+#[tokio::test]
+async fn an_upload_and_its_answer_stream_both_ways_at_once() {
+    // The upstream answers at once, then echoes each request chunk as it arrives.
+    let upstream = Scripted::start(|mut wire| async move {
+        while let Some(req) = wire.head().await {
+            if req.fields("transfer-encoding").is_empty() {
+                let answer = answer_from(wire.conn);
+                wire.send(&answer).await;
+                continue;
+            }
+            wire.send(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .await;
+            loop {
+                match wire.read_chunk().await {
+                    Some(Ok(Some(data))) => {
+                        let mut chunk = format!("{:x}\r\n", data.len()).into_bytes();
+                        chunk.extend_from_slice(&data);
+                        chunk.extend_from_slice(b"\r\n");
+                        wire.send(&chunk).await;
+                    }
+                    Some(Ok(None)) => break,
+                    _ => return,
+                }
+            }
+            wire.send(b"0\r\n\r\n").await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+    let head = format!(
+        "POST /api/proxy/echo HTTP/1.1\r\nHost: gw\r\nCookie: auth_token={TOKEN}\r\n\
+         Transfer-Encoding: chunked\r\n\r\n"
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut sent = Vec::new();
+    within("each piece echoed before the next is sent", async {
+        for piece in ["ping-1;", "ping-2;", "ping-3"] {
+            stream
+                .write_all(format!("{:x}\r\n{piece}\r\n", piece.len()).as_bytes())
+                .await
+                .unwrap();
+            sent.extend_from_slice(piece.as_bytes());
+            // The echo of this piece comes back while the upload is still open.
+            loop {
+                if let Some(at) = find(&got, b"\r\n\r\n") {
+                    let (echoed, ended) = complete_chunks(&got[at + 4..]);
+                    assert!(!ended);
+                    if echoed.len() >= sent.len() {
+                        assert_eq!(echoed, sent);
+                        break;
+                    }
+                }
+                let mut chunk = [0u8; 4096];
+                let n = stream.read(&mut chunk).await.unwrap();
+                assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+                got.extend_from_slice(&chunk[..n]);
+            }
+        }
+        stream.write_all(b"0\r\n\r\n").await.unwrap();
+        loop {
+            let at = find(&got, b"\r\n\r\n").unwrap();
+            if complete_chunks(&got[at + 4..]).1 {
+                break;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = stream.read(&mut chunk).await.unwrap();
+            assert!(n > 0, "closed early: {:?}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert!(got.starts_with(b"HTTP/1.1 200 OK\r\n"));
+    let at = find(&got, b"\r\n\r\n").unwrap();
+    assert_eq!(
+        complete_chunks(&got[at + 4..]),
+        (b"ping-1;ping-2;ping-3".to_vec(), true)
+    );
+
+    // Both directions ended cleanly: the connection carries the next request.
+    assert_eq!(get_through(&gateway, "/after").await.body, "conn 0");
+    assert_eq!(
+        upstream.targets(),
+        [(0, "/echo".to_string()), (0, "/after".to_string())]
+    );
+}
