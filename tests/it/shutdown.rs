@@ -172,14 +172,21 @@ async fn quick_header_timeout(upstream: &str) -> Gateway {
 const KEEP_ALIVE_GET: &[u8] =
     b"GET /api/proxy/x HTTP/1.1\r\nhost: gw\r\ncookie: auth_token=tok\r\n\r\n";
 
-#[tokio::test]
-async fn a_keep_alive_connection_idle_past_header_timeout_is_closed() {
-    let upstream = Upstream::echo_ok().await;
-    let gateway = quick_header_timeout(&upstream.url()).await;
+/// A keep-alive connection to `gateway` that has had one request answered.
+async fn after_one_answer(gateway: &Gateway) -> TcpStream {
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     stream.write_all(KEEP_ALIVE_GET).await.unwrap();
     let mut buf = Vec::new();
     assert_eq!(read_answer(&mut stream, &mut buf).await.status, 200);
+    assert!(buf.is_empty(), "nothing after the answer");
+    stream
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_idle_past_header_timeout_is_closed() {
+    let upstream = Upstream::echo_ok().await;
+    let gateway = quick_header_timeout(&upstream.url()).await;
+    let stream = after_one_answer(&gateway).await;
     // Nothing more is sent: the wait for the next head is bounded too.
     let started = std::time::Instant::now();
     assert_closed_by_server(stream, "an idle keep-alive connection to be closed").await;
@@ -195,10 +202,7 @@ async fn a_keep_alive_connection_idle_past_header_timeout_is_closed() {
 async fn a_second_head_sent_too_slowly_on_a_keep_alive_connection_is_dropped() {
     let upstream = Upstream::echo_ok().await;
     let gateway = quick_header_timeout(&upstream.url()).await;
-    let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
-    stream.write_all(KEEP_ALIVE_GET).await.unwrap();
-    let mut buf = Vec::new();
-    assert_eq!(read_answer(&mut stream, &mut buf).await.status, 200);
+    let mut stream = after_one_answer(&gateway).await;
     // Half a head, then a byte every 100 ms: never complete within 300 ms.
     stream
         .write_all(b"GET /api/proxy/y HTTP/1.1\r\nhost: gw\r\n")
