@@ -60,13 +60,8 @@ async fn read_at_least(body: &mut Incoming, got: &mut Vec<u8>, len: usize) {
 /// Reads on after a failure was provoked: the body must end in an error, never a clean end
 /// that would make truncated data look whole.
 async fn assert_body_breaks(body: &mut Incoming) {
-    loop {
-        match body.frame().await {
-            Some(Ok(_)) => {}
-            Some(Err(_)) => return,
-            None => panic!("a broken stream ended cleanly"),
-        }
-    }
+    let (_, broke) = read_to_end_or_break(body).await;
+    assert!(broke, "a broken stream ended cleanly");
 }
 
 // --- SSE ---

@@ -525,3 +525,20 @@ where
         }
     }
 }
+
+/// Reads a response body to its end: the data, and whether it ended in an error (a broken
+/// transfer) rather than cleanly.
+pub async fn read_to_end_or_break(body: &mut Incoming) -> (Vec<u8>, bool) {
+    let mut got = Vec::new();
+    loop {
+        match body.frame().await {
+            Some(Ok(frame)) => {
+                if let Ok(data) = frame.into_data() {
+                    got.extend_from_slice(&data);
+                }
+            }
+            Some(Err(_)) => return (got, true),
+            None => return (got, false),
+        }
+    }
+}

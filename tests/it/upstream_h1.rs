@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Barrier, mpsc};
@@ -654,19 +653,7 @@ async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize
     within("the broken transfer", async {
         let res = client.request(req).await.expect("response head");
         assert_eq!(res.status(), 200);
-        let mut body = res.into_body();
-        let mut got = Vec::new();
-        let failed = loop {
-            match body.frame().await {
-                Some(Ok(frame)) => {
-                    if let Ok(data) = frame.into_data() {
-                        got.extend_from_slice(&data);
-                    }
-                }
-                Some(Err(_)) => break true,
-                None => break false,
-            }
-        };
+        let (got, failed) = read_to_end_or_break(&mut res.into_body()).await;
         assert!(
             failed,
             "a truncated body ended cleanly after {} bytes",
