@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cookiegate::demo::{EventBody, event_stream, sse};
+use cookiegate::demo::{EventBody, word_events};
 use http::header::{AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, HeaderValue, LOCATION};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
@@ -714,24 +714,7 @@ async fn chatkit(state: &State, user: &str, req: Request<Incoming>) -> Response<
          appeared one by one, nothing on the way buffered them.",
         s = if open == 1 { "" } else { "s" },
     );
-    event_stream(move |tx| async move {
-        for (i, word) in reply.split(' ').enumerate() {
-            let text = if i == 0 {
-                word.to_owned()
-            } else {
-                format!(" {word}")
-            };
-            if tx
-                .send(sse("token", &json!({ "token": text })))
-                .await
-                .is_err()
-            {
-                return;
-            }
-            tokio::time::sleep(TOKEN_PAUSE).await;
-        }
-        let _ = tx.send(sse("done", &json!({}))).await;
-    })
+    word_events(reply, "token", TOKEN_PAUSE)
 }
 
 /// Reads and decodes a JSON body of at most [`MAX_JSON`] bytes.

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
@@ -25,7 +25,7 @@ pub(crate) async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Outcome {
 }
 
 /// Reads until the status line is in, the server closes, or the connection breaks.
-async fn read_status(stream: &mut TcpStream) -> Outcome {
+async fn read_status(stream: &mut (impl AsyncRead + Unpin)) -> Outcome {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
@@ -72,27 +72,7 @@ pub(crate) async fn oversized_chunked(addr: SocketAddr, token: &str, ip: &str) -
         write.write_all(b"0\r\n\r\n").await?;
         Ok::<_, std::io::Error>(write)
     });
-    let mut buf = Vec::new();
-    let mut piece = [0u8; 4096];
-    let outcome = loop {
-        if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-            let line = String::from_utf8_lossy(&buf[..end]).into_owned();
-            break line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .map_or(
-                    Outcome::ClientError("bad status line".into()),
-                    Outcome::Status,
-                );
-        }
-        match read.read(&mut piece).await {
-            Ok(0) => break Outcome::Closed,
-            Ok(n) => buf.extend_from_slice(&piece[..n]),
-            Err(err) if err.kind() == std::io::ErrorKind::ConnectionReset => break Outcome::Reset,
-            Err(err) => break Outcome::ClientError(format!("read: {}", err.kind())),
-        }
-    };
+    let outcome = read_status(&mut read).await;
     writer.abort();
     let _ = writer.await;
     outcome

@@ -345,7 +345,17 @@ async fn chatkit(store: &Store, user: &str, req: Request<Incoming>) -> Response<
          the moment it arrived, without buffering. Your token never touched this page's script.",
         s = if count == 1 { "" } else { "s" },
     );
-    event_stream(|tx| async move {
+    word_events(reply, "text", WORD_PAUSE)
+}
+
+/// A streamed assistant reply: each word of `reply` (with the space before it) as a `token`
+/// event whose JSON carries it under `field`, `pause` apart, then a `done` event.
+pub fn word_events(
+    reply: String,
+    field: &'static str,
+    pause: std::time::Duration,
+) -> Response<Either<Full<Bytes>, EventBody>> {
+    event_stream(move |tx| async move {
         for (i, word) in reply.split(' ').enumerate() {
             let text = if i == 0 {
                 word.to_owned()
@@ -353,20 +363,20 @@ async fn chatkit(store: &Store, user: &str, req: Request<Incoming>) -> Response<
                 format!(" {word}")
             };
             if tx
-                .send(sse("token", &json!({ "text": text })))
+                .send(sse("token", &json!({ field: text })))
                 .await
                 .is_err()
             {
                 return;
             }
-            tokio::time::sleep(WORD_PAUSE).await;
+            tokio::time::sleep(pause).await;
         }
         let _ = tx.send(sse("done", &json!({}))).await;
     })
 }
 
 /// A `text/event-stream` answer whose events `produce` sends into the channel.
-pub fn event_stream<F, Fut>(produce: F) -> Response<Either<Full<Bytes>, EventBody>>
+fn event_stream<F, Fut>(produce: F) -> Response<Either<Full<Bytes>, EventBody>>
 where
     F: FnOnce(mpsc::Sender<Bytes>) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
@@ -408,7 +418,7 @@ impl Drop for EventBody {
 }
 
 /// One SSE event with a JSON `data` line.
-pub fn sse(event: &str, data: &Value) -> Bytes {
+fn sse(event: &str, data: &Value) -> Bytes {
     Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 

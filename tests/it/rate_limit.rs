@@ -33,6 +33,11 @@ async fn get_with(
     send(client, req.body(empty()).unwrap()).await
 }
 
+/// GET `url` with the session token, as a client claiming to be `ip` in `X-Forwarded-For`.
+async fn forwarded_for(client: &Client, url: &str, ip: &str) -> Answer {
+    get_with(client, url, Some("tok"), &[("x-forwarded-for", ip)]).await
+}
+
 /// Asserts a 429 with the JSON error and a `Retry-After` of whole seconds, at least 1.
 fn assert_limited(answer: &Answer, what: &str) {
     assert_eq!(answer.status, 429, "{what}");
@@ -44,15 +49,6 @@ fn assert_limited(answer: &Answer, what: &str) {
         .parse()
         .unwrap_or_else(|_| panic!("{what}: Retry-After {retry_after:?} is not whole seconds"));
     assert!(secs >= 1, "{what}: Retry-After {secs}");
-}
-
-fn assert_ok(answer: &Answer, what: &str) {
-    assert_eq!(
-        answer.status,
-        200,
-        "{what}: {:?}",
-        String::from_utf8_lossy(&answer.body)
-    );
 }
 
 #[tokio::test]
@@ -262,26 +258,8 @@ async fn without_trusted_proxies_a_spoofed_forwarded_for_gets_no_fresh_bucket() 
     let gateway = Gateway::start(&config(&upstream.url(), "per_second = 1\nburst = 2")).await;
     let client = client();
     let url = gateway.url("/api/proxy/x");
-    assert_ok(
-        &get_with(
-            &client,
-            &url,
-            Some("tok"),
-            &[("x-forwarded-for", "203.0.113.5")],
-        )
-        .await,
-        "1st",
-    );
-    assert_ok(
-        &get_with(
-            &client,
-            &url,
-            Some("tok"),
-            &[("x-forwarded-for", "203.0.113.6")],
-        )
-        .await,
-        "2nd",
-    );
+    assert_ok(&forwarded_for(&client, &url, "203.0.113.5").await, "1st");
+    assert_ok(&forwarded_for(&client, &url, "203.0.113.6").await, "2nd");
     for spoofed in ["203.0.113.7", "10.0.0.1, 203.0.113.8", "::1"] {
         let answer = get_with(
             &client,
@@ -311,25 +289,7 @@ async fn an_untrusted_peer_s_forwarded_for_is_ignored_even_with_trusted_proxies_
     .await;
     let client = client();
     let url = gateway.url("/api/proxy/x");
-    assert_ok(
-        &get_with(
-            &client,
-            &url,
-            Some("tok"),
-            &[("x-forwarded-for", "203.0.113.5")],
-        )
-        .await,
-        "1st",
-    );
-    assert_limited(
-        &get_with(
-            &client,
-            &url,
-            Some("tok"),
-            &[("x-forwarded-for", "203.0.113.6")],
-        )
-        .await,
-        "2nd",
-    );
+    assert_ok(&forwarded_for(&client, &url, "203.0.113.5").await, "1st");
+    assert_limited(&forwarded_for(&client, &url, "203.0.113.6").await, "2nd");
     assert_eq!(upstream.only().header_all("x-forwarded-for"), ["127.0.0.1"]);
 }

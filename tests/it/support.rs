@@ -542,3 +542,13 @@ pub async fn read_to_end_or_break(body: &mut Incoming) -> (Vec<u8>, bool) {
         }
     }
 }
+
+/// Asserts a 200, showing the body otherwise.
+pub fn assert_ok(answer: &Answer, what: &str) {
+    assert_eq!(
+        answer.status,
+        200,
+        "{what}: {:?}",
+        String::from_utf8_lossy(&answer.body)
+    );
+}
