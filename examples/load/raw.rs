@@ -24,21 +24,25 @@ pub(crate) async fn raw_exchange(addr: SocketAddr, bytes: &[u8]) -> Outcome {
     read_status(&mut stream).await
 }
 
+/// The status code of a response's first line (or of what came of it).
+fn status_of(line: &[u8]) -> Outcome {
+    String::from_utf8_lossy(line)
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .map_or(
+            Outcome::ClientError("bad status line".into()),
+            Outcome::Status,
+        )
+}
+
 /// Reads until the status line is in, the server closes, or the connection breaks.
 async fn read_status(stream: &mut (impl AsyncRead + Unpin)) -> Outcome {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     loop {
         if let Some(end) = buf.windows(2).position(|w| w == b"\r\n") {
-            let line = String::from_utf8_lossy(&buf[..end]);
-            return line
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .map_or(
-                    Outcome::ClientError("bad status line".into()),
-                    Outcome::Status,
-                );
+            return status_of(&buf[..end]);
         }
         match stream.read(&mut chunk).await {
             Ok(0) => return Outcome::Closed,
@@ -99,15 +103,7 @@ pub(crate) async fn slow_head(addr: SocketAddr, rng: &mut Rng) -> Outcome {
         match tokio::time::timeout(Duration::from_millis(100), stream.read(&mut probe)).await {
             Ok(Ok(0)) => return Outcome::Closed,
             Ok(Ok(n)) => {
-                let line = String::from_utf8_lossy(&probe[..n]).into_owned();
-                return line
-                    .split_whitespace()
-                    .nth(1)
-                    .and_then(|s| s.parse().ok())
-                    .map_or(
-                        Outcome::ClientError("bad status line".into()),
-                        Outcome::Status,
-                    );
+                return status_of(&probe[..n]);
             }
             Ok(Err(_)) => return Outcome::Reset,
             Err(_) => {}
