@@ -14,11 +14,9 @@ use std::hint::black_box;
 use bytes::BytesMut;
 use cookiegate::Config;
 use cookiegate::auth::extract_session;
-use cookiegate::proxy::h1::{RequestFraming, encode_request_head, parse_response_head};
-use cookiegate::proxy::headers::{
-    UpstreamHeaders, ip_header_value, to_client, to_upstream, upstream_fields,
-};
+use cookiegate::proxy::headers::{UpstreamHeaders, ip_header_value, to_client, upstream_fields};
 use cookiegate::routing::map_path;
+use cookiegate::upstream::h1::{RequestFraming, encode_request_head, parse_response_head};
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::Method;
 use http::header::{HeaderMap, HeaderName, HeaderValue};
@@ -155,11 +153,23 @@ fn headers(c: &mut Criterion) {
     c.bench_function("headers/clone_request", |b| {
         b.iter(|| black_box(&request).clone())
     });
-    c.bench_function("headers/to_upstream", |b| {
+    // The policy as it ships: decided, then written into the upstream head.
+    let upstream_host = HeaderValue::from_static("127.0.0.1:8000");
+    c.bench_function("headers/upstream_head", |b| {
+        let mut head = BytesMut::with_capacity(1024);
         b.iter(|| {
             let mut headers = black_box(&request).clone();
-            to_upstream(&mut headers, policy(&bearer, &client_ip, &host));
-            headers
+            let fields = upstream_fields(&mut headers, policy(&bearer, &client_ip, &host));
+            head.clear();
+            encode_request_head(
+                &mut head,
+                &Method::GET,
+                "/v1/items",
+                &upstream_host,
+                fields.iter(&headers),
+                RequestFraming::Empty,
+            );
+            head.len()
         })
     });
     c.bench_function("headers/clone_response", |b| {
@@ -210,7 +220,7 @@ fn wire(c: &mut Criterion) {
     c.bench_function("wire/response_head", |b| {
         b.iter(|| {
             let mut buf = BytesMut::from(black_box(&answer[..]));
-            parse_response_head(&mut buf, &Method::GET)
+            parse_response_head(&mut buf, &Method::GET, false)
         })
     });
 }

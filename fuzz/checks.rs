@@ -16,8 +16,8 @@ use std::net::IpAddr;
 
 use cookiegate::auth::{CookieName, SessionError, extract_session};
 use cookiegate::guard::csrf::{CsrfMode, CsrfPolicy, CsrfReject, is_safe_method, parse_origin};
-use cookiegate::guard::rate_limit::{Cidr, client_ip};
 use cookiegate::routing::{RoutePrefix, UpstreamBase};
+use cookiegate::trust::{Proto, TrustedProxies, identify, parse_cidr};
 use http::header::{COOKIE, ORIGIN};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri};
 
@@ -98,12 +98,17 @@ pub(crate) fn run(data: &[u8]) {
         }
         _ => {
             let peer = ip(&mut input);
-            let trusted: Vec<Cidr> = (0..input.byte() % 4)
-                .filter_map(|_| {
-                    let net = ip(&mut input);
-                    Cidr::parse(&format!("{net}/{}", input.byte() % 129)).ok()
-                })
-                .collect();
+            let trusted = TrustedProxies::new(
+                (0..input.byte() % 4)
+                    .filter_map(|_| {
+                        let net = ip(&mut input);
+                        let prefix = input.byte() % 129;
+                        // Canonical forms only, as `check` takes them.
+                        let net = ipnet::IpNet::new(net, prefix).ok()?.trunc();
+                        parse_cidr(&net.to_string()).ok()
+                    })
+                    .collect(),
+            );
             let mut headers = HeaderMap::new();
             for _ in 0..input.byte() % 4 {
                 let value = if input.byte() & 1 == 1 {
@@ -503,13 +508,14 @@ fn is_listed(origin: &[u8], policy: &CsrfPolicy) -> bool {
         .any(|allowed| allowed.eq_ignore_ascii_case(origin.trim()))
 }
 
-/// The client IP for rate limiting: no panic; an untrusted peer is always its own client; and
+/// The client IP ([`identify`]): no panic; an untrusted peer is always its own client; and
 /// an address taken from `X-Forwarded-For` was written by a trusted hop, that is, every entry to
 /// its right (and the peer) is a trusted proxy. The client's own left-most entries are never
 /// believed past an untrusted or unreadable hop.
-pub(crate) fn check_client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr]) {
-    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
-    let chosen = client_ip(peer, headers, trusted);
+pub(crate) fn check_client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &TrustedProxies) {
+    let is_trusted = |ip: IpAddr| trusted.contains(ip);
+    let peer = peer.to_canonical();
+    let chosen = identify(peer, Proto::Http, None, headers, trusted).ip;
     if chosen == peer {
         return;
     }
@@ -524,7 +530,8 @@ pub(crate) fn check_client_ip(peer: IpAddr, headers: &HeaderMap, trusted: &[Cidr
         .map(|hop| {
             std::str::from_utf8(hop)
                 .ok()
-                .and_then(|s| s.trim().parse().ok())
+                .and_then(|s| s.trim().parse::<IpAddr>().ok())
+                .map(|ip| ip.to_canonical())
         })
         .collect();
     for hop in hops.iter().rev() {

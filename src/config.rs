@@ -15,8 +15,9 @@ use std::time::Duration;
 
 use crate::auth::{AuthMode, CookieName};
 use crate::guard::csrf::{CsrfMode, CsrfPolicy, parse_origin};
-use crate::guard::rate_limit::{Cidr, KeyKind};
+use crate::guard::rate_limit::KeyKind;
 use crate::routing::{MethodSet, Route, RoutePrefix, RouteTable, UpstreamBase};
+use crate::trust::{TrustedProxies, parse_cidr};
 use file::{CsrfFile, FileConfig, RateLimitFile, RouteFile, ServerFile};
 use units::{ByteSize, parse_duration};
 
@@ -46,8 +47,6 @@ pub struct RateLimitSettings {
     pub burst: NonZeroU32,
     /// What identifies a client.
     pub key: KeyKind,
-    /// Proxies whose `X-Forwarded-For` is believed when finding the client IP.
-    pub trusted_proxies: Vec<Cidr>,
 }
 
 /// `[server]`, validated.
@@ -73,6 +72,9 @@ pub struct ServerSettings {
     pub max_headers: usize,
     /// Bytes a request head may take; more -> 431.
     pub max_header_bytes: ByteSize,
+    /// Proxies in front whose `X-Forwarded-For`/`-Proto`/`-Host` are believed
+    /// ([`crate::trust`]).
+    pub trusted_proxies: TrustedProxies,
 }
 
 /// Environment values the config may read, passed in so tests never touch the process
@@ -407,6 +409,16 @@ fn validate_server(s: &ServerFile, problems: &mut Vec<String>) -> Option<ServerS
         "server.max_connections",
         positive(s.max_connections, file::DEFAULT_MAX_CONNECTIONS),
     );
+    let mut trusted_proxies = Vec::new();
+    for (i, cidr) in s.trusted_proxies.iter().flatten().enumerate() {
+        if let Some(net) = check(
+            problems,
+            &format!("server.trusted_proxies[{i}]"),
+            parse_cidr(cidr),
+        ) {
+            trusted_proxies.push(net);
+        }
+    }
     if problems.len() != before {
         return None;
     }
@@ -421,6 +433,7 @@ fn validate_server(s: &ServerFile, problems: &mut Vec<String>) -> Option<ServerS
         max_connections: max_connections?,
         max_headers: max_headers?,
         max_header_bytes: max_header_bytes?,
+        trusted_proxies: TrustedProxies::new(trusted_proxies),
     })
 }
 
@@ -488,15 +501,14 @@ fn validate_rate_limit(r: &RateLimitFile, problems: &mut Vec<String>) -> Option<
         "rate_limit.key",
         KeyKind::parse(r.key.as_deref().unwrap_or("ip")),
     );
-    let mut trusted_proxies = Vec::new();
-    for (i, cidr) in r.trusted_proxies.iter().flatten().enumerate() {
-        if let Some(cidr) = check(
-            problems,
-            &format!("rate_limit.trusted_proxies[{i}]"),
-            Cidr::parse(cidr),
-        ) {
-            trusted_proxies.push(cidr);
-        }
+    if r.trusted_proxies.is_some() {
+        // Who the client is decides more than the rate limit (forwarding headers, CSRF), so
+        // the setting moved to the server.
+        problems.push(
+            "rate_limit.trusted_proxies: moved to [server] trusted_proxies (it now decides the \
+             client IP, scheme and host for every route, not only the rate limit)"
+                .into(),
+        );
     }
     if problems.len() != before {
         return None;
@@ -505,7 +517,6 @@ fn validate_rate_limit(r: &RateLimitFile, problems: &mut Vec<String>) -> Option<
         per_second: per_second?,
         burst: burst?,
         key: key?,
-        trusted_proxies,
     })
 }
 
@@ -757,6 +768,7 @@ upstream = "http://127.0.0.1:2"
 [server]
 max_header_bytes = "1KiB"
 max_connections = 0
+trusted_proxies = ["10.0.0.0/40", "::ffff:10.0.0.0/104", "10.0.0.1/8"]
 [csrf]
 mode = "strict"
 allowed_origins = ["admin.example.com"]
@@ -772,11 +784,14 @@ upstream = "http://h"
         let expected = [
             "server.max_header_bytes: must be at least 8KiB",
             "server.max_connections: must be greater than zero",
+            "server.trusted_proxies[0]: `10.0.0.0/40` is not an IP network",
+            "server.trusted_proxies[1]: `::ffff:10.0.0.0/104` is an IPv4-mapped IPv6 network",
+            "server.trusted_proxies[2]: `10.0.0.1/8` has bits set past its prefix: write it as 10.0.0.0/8",
             "csrf.mode: `strict` must be one of origin, header, off",
             "csrf.allowed_origins[0]: `admin.example.com` must look like",
             "rate_limit.per_second: must be greater than zero",
             "rate_limit.key: `cookie` must be one of ip, session, ip+session",
-            "rate_limit.trusted_proxies[0]: `10.0.0.0/40` is not an IP network",
+            "rate_limit.trusted_proxies: moved to [server] trusted_proxies",
         ];
         assert_problems(&found, &expected);
     }

@@ -1,9 +1,12 @@
-//! [`ProxyError`]: every way a request can end early, its status, and its JSON rendering.
+//! [`ProxyError`]: every way a request can end early, its status, and its JSON rendering; and
+//! the other answers cookiegate writes itself ([`health`]).
 //!
-//! Exactly one function, [`ProxyError::to_response`], turns an error into a response. The body is
+//! Exactly one function, [`ProxyError::to_response`], turns an error into a response, even for
+//! a connection refused before HTTP is spoken ([`ProxyError::to_http1_bytes`]). The body is
 //! `{"error": "<public message>"}`, built with `serde_json`; the public message is fixed per
 //! variant and never carries a source error's text, an upstream address, a header value or a
-//! token. Detail goes to the log, once, where the error becomes a response.
+//! token. Detail goes to the log, once, where the error becomes a response, at the level its
+//! [`Fault`] picks.
 
 use bytes::Bytes;
 use http::header::{ALLOW, CONNECTION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -19,6 +22,8 @@ pub enum Fault {
     Client,
     /// The upstream failed (logged at `warn`).
     Upstream,
+    /// Our own bug or an exhausted resource of ours (logged at `error`).
+    Internal,
 }
 
 /// Every way cookiegate ends a request itself.
@@ -63,6 +68,16 @@ pub enum ProxyError {
     /// The upstream did not send its response head within `upstream_timeout`.
     #[error("upstream timed out")]
     UpstreamTimeout,
+    /// The request's `Transfer-Encoding` names a coding besides `chunked` (RFC 9112 §6.1:
+    /// a server that does not understand a coding answers 501, as nginx does).
+    #[error("transfer coding not supported")]
+    UnsupportedTransferCoding,
+    /// `server.max_connections` connections are open already.
+    #[error("too many connections")]
+    TooManyConnections,
+    /// Something that cannot happen did: a bug of ours (the reason goes to the log).
+    #[error("internal error")]
+    Internal(&'static str),
 }
 
 impl ProxyError {
@@ -81,6 +96,9 @@ impl ProxyError {
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
+            Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -88,7 +106,19 @@ impl ProxyError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => Fault::Upstream,
-            _ => Fault::Client,
+            Self::TooManyConnections | Self::Internal(_) => Fault::Internal,
+            Self::BadRequest(_)
+            | Self::UnsafePath
+            | Self::AmbiguousSession
+            | Self::MissingSession
+            | Self::UnusableSession
+            | Self::NoRoute
+            | Self::MethodNotAllowed(_)
+            | Self::CsrfRejected(_)
+            | Self::RateLimited(_)
+            | Self::BodyTooLarge
+            | Self::BodyTimeout
+            | Self::UnsupportedTransferCoding => Fault::Client,
         }
     }
 
@@ -110,8 +140,14 @@ impl ProxyError {
                     HeaderValue::from(crate::guard::rate_limit::retry_after_secs(*wait)),
                 );
             }
+            Self::TooManyConnections => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
+                headers.insert(CONNECTION, HeaderValue::from_static("close"));
+            }
             // The body was left unread (or half read): the connection cannot be reused.
-            Self::BodyTooLarge | Self::BodyTimeout if version < Version::HTTP_2 => {
+            Self::BodyTooLarge | Self::BodyTimeout | Self::UnsupportedTransferCoding
+                if version < Version::HTTP_2 =>
+            {
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
             _ => {}
@@ -119,14 +155,50 @@ impl ProxyError {
         res
     }
 
+    /// The HTTP/1.1 bytes of [`Self::to_response`] with its `Content-Length`, for a connection
+    /// answered before any HTTP server runs on it (the connection cap).
+    pub fn to_http1_bytes(&self) -> Vec<u8> {
+        let res = self.to_response(Version::HTTP_11);
+        let mut out = Vec::with_capacity(256);
+        out.extend_from_slice(b"HTTP/1.1 ");
+        out.extend_from_slice(res.status().as_str().as_bytes());
+        out.push(b' ');
+        out.extend_from_slice(
+            res.status()
+                .canonical_reason()
+                .unwrap_or("Error")
+                .as_bytes(),
+        );
+        out.extend_from_slice(b"\r\n");
+        for (name, value) in res.headers() {
+            out.extend_from_slice(name.as_str().as_bytes());
+            out.extend_from_slice(b": ");
+            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(b"content-length: ");
+        out.extend_from_slice(res.body().len().to_string().as_bytes());
+        out.extend_from_slice(b"\r\n\r\n");
+        out.extend_from_slice(res.body());
+        out
+    }
+
     /// A short reason for the log, for variants whose public message hides it.
     pub fn detail(&self) -> Option<&'static str> {
         match self {
-            Self::BadRequest(why) => Some(why),
+            Self::BadRequest(why) | Self::Internal(why) => Some(why),
             Self::CsrfRejected(why) => Some(why.as_str()),
             _ => None,
         }
     }
+}
+
+/// The health endpoint's answer: `200 {"status":"ok"}`.
+pub fn health() -> Response<Bytes> {
+    let mut res = Response::new(Bytes::from_static(b"{\"status\":\"ok\"}"));
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
 }
 
 #[cfg(test)]
@@ -170,6 +242,13 @@ mod tests {
                 "upstream unreachable",
             ),
             (ProxyError::UpstreamTimeout, 504, "upstream timed out"),
+            (
+                ProxyError::UnsupportedTransferCoding,
+                501,
+                "transfer coding not supported",
+            ),
+            (ProxyError::TooManyConnections, 503, "too many connections"),
+            (ProxyError::Internal("secret detail"), 500, "internal error"),
         ];
         for (err, status, message) in cases {
             let res = err.to_response(Version::HTTP_11);
@@ -193,5 +272,28 @@ mod tests {
         let limited = ProxyError::RateLimited(std::time::Duration::from_millis(1500))
             .to_response(Version::HTTP_11);
         assert_eq!(limited.headers()[RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn faults_pick_who_is_to_blame() {
+        assert_eq!(ProxyError::NoRoute.fault(), Fault::Client);
+        assert_eq!(ProxyError::UpstreamTimeout.fault(), Fault::Upstream);
+        assert_eq!(ProxyError::Internal("x").fault(), Fault::Internal);
+        assert_eq!(ProxyError::TooManyConnections.fault(), Fault::Internal);
+    }
+
+    #[test]
+    fn a_refused_connection_gets_a_complete_http1_answer() {
+        let bytes = ProxyError::TooManyConnections.to_http1_bytes();
+        let text = String::from_utf8(bytes).unwrap();
+        let (head, body) = text.split_once("\r\n\r\n").unwrap();
+        assert!(
+            head.starts_with("HTTP/1.1 503 Service Unavailable\r\n"),
+            "{head}"
+        );
+        assert!(head.contains("\r\nretry-after: 1"));
+        assert!(head.contains("\r\nconnection: close"));
+        assert!(head.contains(&format!("\r\ncontent-length: {}", body.len())));
+        assert_eq!(body, r#"{"error":"too many connections"}"#);
     }
 }

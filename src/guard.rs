@@ -1,37 +1,24 @@
-//! The checks a routed request must pass before its token is used, in one fixed order.
+//! The guards a routed request passes before its token is used, each a pure decision:
+//! request smuggling shapes and transfer codings ([`check_framing`], with [`framing`] watching
+//! the raw bytes hyper hides), CSRF ([`csrf`]) and per-client rate limits ([`rate_limit`]).
 //!
-//! Every route goes through the same [`Guards::check`], whichever way it was declared, so no
-//! route can skip a guard (Duende BFF shipped advisories because config-declared routes skipped
-//! its CSRF check). The order, after routing and path mapping:
-//!
-//! 1. request smuggling shapes (`Content-Length` with `Transfer-Encoding`) -> 400; hyper drops
-//!    `Content-Length` from such an HTTP/1 request before we see it, so [`framing`] finds the
-//!    shape in the connection's raw bytes and `proxy` calls [`check_raw_framing`] with what it
-//!    found right before [`Guards::check`];
-//! 2. CSRF, for unsafe methods on routes that send a token -> 403;
-//! 3. the rate limit, per client -> 429 with `Retry-After`.
-//!
-//! A request failing several checks gets the first failure's answer; tests pin that order.
-//! Body size (413) and the session cookie (401/400) come after, in `proxy`, since they need the
-//! body and the token.
+//! Their order, with routing before and the session after, lives in one place:
+//! [`crate::admission::admit`]. Every route goes through it, whichever way it was declared, so
+//! no route can skip a guard (Duende BFF shipped advisories because config-declared routes
+//! skipped its CSRF check).
 
 pub mod csrf;
 pub mod framing;
 pub mod rate_limit;
 
-use std::net::IpAddr;
+use http::header::{CONTENT_LENGTH, HeaderMap, TRANSFER_ENCODING};
 
-use http::Method;
-use http::header::{CONTENT_LENGTH, HeaderMap, HeaderValue, TRANSFER_ENCODING};
-
-use crate::auth::AuthMode;
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::routing::Route;
 use csrf::CsrfPolicy;
 use rate_limit::ClientLimiter;
 
-/// The guards, built once from the config.
+/// The guards' state, built once from the config.
 #[derive(Debug)]
 pub struct Guards {
     /// CSRF policy.
@@ -40,87 +27,98 @@ pub struct Guards {
     pub limiter: Option<ClientLimiter>,
 }
 
-/// What the guards need to know about one request.
-#[derive(Debug)]
-pub struct RequestFacts<'a> {
-    /// The method.
-    pub method: &'a Method,
-    /// The request headers.
-    pub headers: &'a HeaderMap,
-    /// The host the client asked for (`Host` or `:authority`).
-    pub host: Option<&'a HeaderValue>,
-    /// The client's IP (behind trusted proxies, the first untrusted hop).
-    pub client_ip: IpAddr,
-    /// A fingerprint of the session cookie, when there is a usable one.
-    pub session: Option<u64>,
-}
-
 impl Guards {
     /// Builds the guards from the config.
     pub fn new(config: &Config) -> Self {
         Self {
             csrf: config.csrf.clone(),
-            limiter: config.rate_limit.as_ref().map(|r| {
-                ClientLimiter::new(r.per_second, r.burst, r.key, r.trusted_proxies.clone())
-            }),
+            limiter: config
+                .rate_limit
+                .as_ref()
+                .map(|r| ClientLimiter::new(r.per_second, r.burst, r.key)),
         }
     }
-
-    /// Runs every guard in order for a request on `route`.
-    ///
-    /// # Errors
-    /// The first guard's refusal.
-    pub fn check(&self, route: &Route, req: &RequestFacts<'_>) -> Result<(), ProxyError> {
-        check_framing(req.headers)?;
-        if route.auth != AuthMode::None {
-            self.csrf
-                .check(req.method, req.headers, req.host)
-                .map_err(ProxyError::CsrfRejected)?;
-        }
-        if let Some(limiter) = &self.limiter {
-            let key = limiter.key.key(req.client_ip, req.session);
-            limiter.check(&key).map_err(ProxyError::RateLimited)?;
-        }
-        Ok(())
-    }
-
-    /// The client's IP for a connection from `peer` (trusted proxies taken into account).
-    pub fn client_ip(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
-        match &self.limiter {
-            Some(limiter) if !limiter.trusted_proxies.is_empty() => {
-                rate_limit::client_ip(peer, headers, &limiter.trusted_proxies)
-            }
-            _ => peer,
-        }
-    }
-}
-
-/// Refuses an HTTP/1 request whose raw head carried both `Content-Length` and
-/// `Transfer-Encoding`, as the connection's [`framing::FramingScanner`] saw it: hyper frames
-/// such a request by `Transfer-Encoding` and leaves `Content-Length` out of the headers
-/// [`Guards::check`] sees (RFC 9112 §6.3), so the shape is only visible in the raw bytes. Runs
-/// right before [`Guards::check`], which keeps the smuggling check first.
-///
-/// # Errors
-/// [`ProxyError::BadRequest`] when `had_both`.
-pub fn check_raw_framing(had_both: bool) -> Result<(), ProxyError> {
-    if had_both {
-        return Err(ProxyError::BadRequest(BOTH_FRAMINGS));
-    }
-    Ok(())
 }
 
 const BOTH_FRAMINGS: &str = "both content-length and transfer-encoding";
 
-/// Refuses a request whose body length two framings disagree on (RFC 9112 §6.3: a message with
-/// both `Transfer-Encoding` and `Content-Length` "ought to be handled as an error"), the classic
-/// request-smuggling shape. hyper already refuses differing duplicated `Content-Length`s and
-/// obs-folded headers while parsing. Over HTTP/1 hyper never lets both through (see
-/// [`check_raw_framing`]) and HTTP/2 forbids `Transfer-Encoding`; this stays for any other
-/// way a request is built.
-fn check_framing(headers: &HeaderMap) -> Result<(), ProxyError> {
-    if headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH) {
+/// Refuses the request-smuggling shapes and codings we cannot pass on:
+///
+/// - both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: "ought to be handled as an
+///   error"), as the headers show them or, for HTTP/1, as the connection's raw bytes showed
+///   them (`raw_both`, from [`framing::FramingWatch`]): hyper frames such a request by
+///   `Transfer-Encoding` and drops `Content-Length` before we see the headers -> 400;
+/// - a transfer coding besides `chunked` (`gzip, chunked`): hyper removes the chunked framing
+///   but not the gzip coding, and dropping `Transfer-Encoding` as hop-by-hop would send the
+///   upstream gzip bytes as if plain (RFC 9112 §6.1) -> 501, as nginx answers.
+///
+/// hyper already refuses differing duplicated `Content-Length`s, obs-folded fields and a
+/// `Transfer-Encoding` whose last coding is not `chunked`; HTTP/2 forbids the field.
+///
+/// # Errors
+/// [`ProxyError::BadRequest`] or [`ProxyError::UnsupportedTransferCoding`].
+pub fn check_framing(headers: &HeaderMap, raw_both: bool) -> Result<(), ProxyError> {
+    if raw_both || (headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH))
+    {
         return Err(ProxyError::BadRequest(BOTH_FRAMINGS));
     }
+    for field in headers.get_all(TRANSFER_ENCODING) {
+        let only_chunked = field.as_bytes().split(|&b| b == b',').all(|coding| {
+            let coding = coding.trim_ascii();
+            coding.is_empty() || coding.eq_ignore_ascii_case(b"chunked")
+        });
+        if !only_chunked {
+            return Err(ProxyError::UnsupportedTransferCoding);
+        }
+    }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    fn te(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for v in values {
+            map.append(TRANSFER_ENCODING, HeaderValue::from_str(v).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn only_the_chunked_coding_is_passed_on() {
+        assert!(check_framing(&te(&["chunked"]), false).is_ok());
+        assert!(check_framing(&te(&["Chunked "]), false).is_ok());
+        assert!(check_framing(&HeaderMap::new(), false).is_ok());
+        for codings in [
+            &["gzip, chunked"][..],
+            &["gzip", "chunked"],
+            &["deflate,chunked"],
+            &["chunked, identity"],
+        ] {
+            assert!(
+                matches!(
+                    check_framing(&te(codings), false),
+                    Err(ProxyError::UnsupportedTransferCoding)
+                ),
+                "{codings:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn both_framings_are_refused_from_headers_or_raw_bytes() {
+        let mut both = te(&["chunked"]);
+        both.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        assert!(matches!(
+            check_framing(&both, false),
+            Err(ProxyError::BadRequest(BOTH_FRAMINGS))
+        ));
+        assert!(matches!(
+            check_framing(&HeaderMap::new(), true),
+            Err(ProxyError::BadRequest(BOTH_FRAMINGS))
+        ));
+    }
 }

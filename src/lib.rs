@@ -7,20 +7,25 @@
 //!
 //! - [`server`]: accept loop, connection settings, the request-head timeout, graceful
 //!   shutdown;
-//! - [`routing`]: longest-prefix route lookup and upstream path mapping (pure);
-//! - [`guard`]: the checks every routed request passes, in one order: request smuggling
-//!   shapes, CSRF ([`guard::csrf`]), rate limits ([`guard::rate_limit`]);
-//! - [`auth`]: the session cookie and the [`auth::SessionToken`] that never prints;
-//! - [`proxy`]: one request end to end, with [`proxy::headers`] (header policy, pure),
-//!   [`proxy::body`] (size limit, idle timer), [`proxy::forward`] (sending upstream, the wait
-//!   for the response head), [`proxy::pool`] (keep-alive upstream connections),
-//!   [`proxy::exchange`] (one request and its answer on one connection) over [`proxy::h1`]
-//!   (the HTTP/1.1 wire format towards upstreams, pure) and [`proxy::relay`] (streaming back,
-//!   access log);
-//! - [`error`]: [`ProxyError`], its status and its JSON body, in one place;
+//! - [`admission`]: the whole refusal order as one pure function, [`admission::admit`] (health, methods,
+//!   origin-form, route, path mapping, framing, CSRF, rate limit, declared size, session),
+//!   over [`routing`] (longest-prefix routes, upstream path mapping), [`trust`] (who the client
+//!   is behind trusted proxies), [`guard`] (framing, CSRF, rate-limit decisions) and [`auth`]
+//!   (the session cookie and the [`auth::SessionToken`] that never prints);
+//! - `proxy`: one request end to end, admit -> forward -> relay, with the header policy
+//!   ([`proxy::headers`], pure), the body limits and idle timer, and the streaming relay with its
+//!   access log;
+//! - [`upstream`]: the HTTP/1.1 client towards upstreams, apart from the pipeline: the wire
+//!   format ([`upstream::h1`], pure), connections and TLS, the keep-alive pool (`is_reusable`),
+//!   one exchange per request, and the resend rule (`may_resend`);
+//! - [`error`]: [`ProxyError`], its status, fault and JSON body, in one place;
 //! - [`config`]: the TOML file model and its validation; [`cli`] and [`telemetry`] serve `main`;
 //! - [`demo`]: the built-in demo API and page behind `cookiegate demo`.
+//!
+//! The public surface is what the binary, the benchmarks and the fuzz targets need; the rest is
+//! crate-private.
 
+pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod config;
@@ -31,6 +36,8 @@ pub mod proxy;
 pub mod routing;
 pub mod server;
 pub mod telemetry;
+pub mod trust;
+pub mod upstream;
 
 pub use config::{Config, ConfigError};
 pub use error::ProxyError;

@@ -1,44 +1,32 @@
-//! One request, end to end: route -> guards -> token -> forward -> relay.
+//! One request, end to end: admit -> forward -> relay.
 //!
-//! [`handle`] is the whole pipeline and the only place an error becomes a response (and is
-//! logged). Checks run in this order, each refusing before anything reaches the upstream:
-//!
-//! 1. health endpoint (answered here, no route needed);
-//! 2. CONNECT and TRACE -> 405; a target that is not an origin-form path -> 400;
-//! 3. route by longest prefix -> 404; the route's methods -> 405;
-//! 4. path mapping: a remainder that could climb out of the base path -> 400;
-//! 5. the guards ([`crate::guard`]): smuggling shapes -> 400 (for HTTP/1 also as found in the
-//!    connection's raw bytes, [`crate::guard::framing`]), CSRF -> 403, rate limit -> 429;
-//! 6. a declared `Content-Length` over the route's `max_body` -> 413;
-//! 7. the session cookie -> 400 ambiguous, 401 missing or unusable;
-//! 8. forward, with the body limit and idle timer wrapping the body as it streams.
+//! [`handle`] gathers the request's facts, asks [`crate::admission::admit`] (the whole refusal
+//! order, pure), sends what was admitted through the upstream client ([`forward`], with the
+//! header policy of [`headers`] and the body limits of [`body`]), and relays the answer
+//! ([`relay`]). It is the only place an error becomes a response, and where it is logged.
 
 pub mod body;
-pub mod exchange;
 pub mod forward;
-pub mod h1;
 pub mod headers;
-pub mod pool;
 pub mod relay;
 
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use bytes::Bytes;
-use http::header::{CONTENT_TYPE, HOST, HeaderValue};
-use http::{Method, Request, Response, StatusCode, Version};
+use http::header::{CONTENT_LENGTH, HeaderValue};
+use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::auth::{AuthMode, SessionError, SessionToken, extract_session};
+use crate::admission::{self, Admitted, Facts};
 use crate::config::Config;
-use crate::error::{BoxError, Fault, ProxyError};
+use crate::error::{self, BoxError, Fault, ProxyError};
+use crate::guard::Guards;
 use crate::guard::framing::FramingWatch;
-use crate::guard::{self, Guards, RequestFacts};
-use crate::routing::is_forwardable;
+use crate::trust::Proto;
+use crate::upstream::UpstreamClient;
 use body::{LimitedBody, Progress};
-use forward::UpstreamClient;
 use headers::UpstreamHeaders;
 use relay::{AccessLog, ResponseBody};
 
@@ -76,8 +64,8 @@ pub struct ConnInfo {
     pub peer: std::net::IpAddr,
     /// The TCP peer's address as a header value, for `X-Forwarded-For` and friends.
     pub client_ip: HeaderValue,
-    /// `http` (cookiegate does not terminate TLS yet).
-    pub proto: &'static str,
+    /// How the peer reached us (cookiegate does not terminate TLS yet).
+    pub proto: Proto,
     /// What the connection's raw-byte scanner found about its HTTP/1 request heads.
     pub framing: Arc<FramingWatch>,
     /// Requests of this connection whose response is not finished ([`InFlight`]).
@@ -123,18 +111,29 @@ pub async fn handle(
     let res = match proxy(&state, &conn, req, &mut log).await {
         Ok(res) => res,
         Err(err) => {
+            let route = log.as_ref().and_then(AccessLog::route);
+            let route = route.as_deref().unwrap_or("-");
             match err.fault() {
                 Fault::Client => tracing::debug!(
+                    route,
                     status = err.status().as_u16(),
                     error = %err,
                     detail = err.detail(),
                     "request refused"
                 ),
                 Fault::Upstream => tracing::warn!(
+                    route,
                     status = err.status().as_u16(),
                     error = %err,
                     cause = %SourceChain(&err),
                     "upstream failed"
+                ),
+                Fault::Internal => tracing::error!(
+                    route,
+                    status = err.status().as_u16(),
+                    error = %err,
+                    detail = err.detail(),
+                    "internal error"
                 ),
             }
             if let Some(log) = &mut log {
@@ -156,117 +155,68 @@ async fn proxy(
     let config = &state.config;
     // Counted first, once per HTTP/1 request whatever its fate, so the count stays in step
     // with the heads the scanner saw.
-    let had_both_framings = req.version() < Version::HTTP_2 && conn.framing.next_request_had_both();
-    let method = req.method();
-    let path = req.uri().path();
-
-    if config.server.health_path.as_deref() == Some(path)
-        && (method == Method::GET || method == Method::HEAD)
-    {
-        return Ok(health(log.take()));
-    }
-    if !is_forwardable(method) {
-        return Err(ProxyError::MethodNotAllowed(HeaderValue::from_static(
-            "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS",
-        )));
-    }
-    if !path.starts_with('/') {
-        return Err(ProxyError::BadRequest(
-            "request target is not an origin-form path",
-        ));
-    }
-    let (route, rest) = config.routes.find(path).ok_or(ProxyError::NoRoute)?;
-    if let Some(log) = log {
-        log.set_route(route.prefix.shared());
-    }
-    if !route.methods.allows(method) {
-        return Err(ProxyError::MethodNotAllowed(
-            route.methods.allow_header().clone(),
-        ));
-    }
-    let uri = route
-        .upstream
-        .uri(rest, req.uri().query())
-        .map_err(|_| ProxyError::UnsafePath)?;
-
-    // HTTP/2 clients send the host as `:authority`, HTTP/1 clients as `Host`.
-    let host = req.headers().get(HOST).cloned().or_else(|| {
-        req.uri()
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let session = match route.auth {
-        AuthMode::None => Ok(None),
-        _ => extract_session(req.headers(), &route.cookie),
+    let raw_both_framings = req.version() < Version::HTTP_2 && conn.framing.next_request_had_both();
+    let facts = Facts {
+        method: req.method(),
+        uri: req.uri(),
+        headers: req.headers(),
+        body_length: http_body::Body::size_hint(req.body()).exact(),
+        raw_both_framings,
+        peer: conn.peer,
+        proto: conn.proto,
     };
-    let client_ip = state.guards.client_ip(conn.peer, req.headers());
-    guard::check_raw_framing(had_both_framings)?;
-    state.guards.check(
-        route,
-        &RequestFacts {
-            method,
-            headers: req.headers(),
-            host: host.as_ref(),
-            client_ip,
-            // Only the rate limiter reads it; a keyed hash per request is not free.
-            session: state
-                .guards
-                .limiter
-                .as_ref()
-                .and(session.as_ref().ok())
-                .and_then(|s| s.as_ref().map(SessionToken::fingerprint)),
-        },
-    )?;
-
-    let max_body = route.max_body.as_u64();
-    if http_body::Body::size_hint(req.body())
-        .exact()
-        .is_some_and(|len| len > max_body)
-    {
-        return Err(ProxyError::BodyTooLarge);
-    }
-    let bearer = match session {
-        Ok(Some(token)) => Some(token.authorization()),
-        Ok(None) if route.auth == AuthMode::Required => return Err(ProxyError::MissingSession),
-        Ok(None) => None,
-        Err(SessionError::Ambiguous) => return Err(ProxyError::AmbiguousSession),
-        Err(SessionError::Unusable) => return Err(ProxyError::UnusableSession),
+    let forward = match admission::admit(config, &state.guards, &facts) {
+        Ok(Admitted::Health) => return Ok(health(log.take())),
+        Ok(Admitted::Forward(forward)) => {
+            if let Some(log) = log {
+                log.set_route(forward.route.prefix.shared());
+            }
+            forward
+        }
+        Err(err) => {
+            // Refused after routing: the log line names the route all the same.
+            if let (Some(log), Some((route, _))) = (log, config.routes.find(req.uri().path())) {
+                log.set_route(route.prefix.shared());
+            }
+            return Err(err);
+        }
     };
+    let route = forward.route;
 
     let (mut parts, incoming) = req.into_parts();
-    let client_ip = if client_ip == conn.peer {
+    let client_ip = if forward.client.ip == conn.peer {
         conn.client_ip.clone()
     } else {
-        headers::ip_header_value(client_ip)
+        headers::ip_header_value(forward.client.ip)
     };
     let fields = headers::upstream_fields(
         &mut parts.headers,
         UpstreamHeaders {
-            bearer,
-            keep_client_authorization: route.auth == AuthMode::None,
+            bearer: forward.bearer,
+            keep_client_authorization: route.auth == crate::auth::AuthMode::None,
             forward_cookies: route.forward_cookies,
             client_ip: &client_ip,
-            host: host.as_ref(),
-            proto: conn.proto,
+            host: forward.client.host.as_ref(),
+            proto: forward.client.proto.as_str(),
         },
     );
-    parts.uri = uri;
-    // We speak HTTP/1.1 to upstreams whatever the client spoke to us.
-    parts.version = Version::HTTP_11;
     let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
     let body = LimitedBody::new(
         incoming,
-        max_body,
+        route.max_body.as_u64(),
         config.server.idle_timeout,
         progress.clone(),
     );
-    let upstream_req = Request::from_parts(parts, body);
-
     let res = forward::send(
         &state.client,
-        upstream_req,
+        forward::Outgoing {
+            method: &parts.method,
+            uri: &forward.uri,
+            fields: fields.iter(&parts.headers),
+            declared_length: parts.headers.contains_key(CONTENT_LENGTH),
+            body,
+        },
         config.server.upstream_timeout,
-        &fields,
         progress,
     )
     .await?;
@@ -279,7 +229,12 @@ async fn proxy(
     }
     Ok(Response::from_parts(
         parts,
-        ResponseBody::upstream(body, config.server.idle_timeout, log.take()),
+        ResponseBody::upstream(
+            body,
+            route.prefix.shared(),
+            config.server.idle_timeout,
+            log.take(),
+        ),
     ))
 }
 
@@ -287,17 +242,12 @@ fn health(mut log: Option<AccessLog>) -> Response<ResponseBody> {
     if let Some(log) = &mut log {
         log.set_status(StatusCode::OK);
     }
-    let mut res = Response::new(ResponseBody::fixed(
-        Bytes::from_static(b"{\"status\":\"ok\"}"),
-        log,
-    ));
-    res.headers_mut()
-        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-    res
+    let (parts, bytes) = error::health().into_parts();
+    Response::from_parts(parts, ResponseBody::fixed(bytes, log))
 }
 
 /// Displays an error's source chain (`a: b: c`) for the log.
-struct SourceChain<'e>(&'e (dyn std::error::Error + 'static));
+pub(crate) struct SourceChain<'e>(pub(crate) &'e (dyn std::error::Error + 'static));
 
 impl std::fmt::Display for SourceChain<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -145,16 +145,20 @@ impl UpstreamBase {
     /// Scheme and authority always come from the config; only the path and query vary.
     ///
     /// # Errors
-    /// [`PathRefused`] when the remainder could climb out of the base path.
-    pub fn uri(&self, remainder: &str, query: Option<&str>) -> Result<Uri, PathRefused> {
-        let path_and_query = map_path(&self.base_path, remainder, query)?;
-        let path_and_query = PathAndQuery::try_from(path_and_query).map_err(|_| PathRefused)?;
+    /// [`UriError::Refused`] when the remainder could climb out of the base path;
+    /// [`UriError::Invalid`] when the mapped path is not a valid URI path (it came from a
+    /// parsed request target and a validated base, so that would be our bug).
+    pub fn uri(&self, remainder: &str, query: Option<&str>) -> Result<Uri, UriError> {
+        let path_and_query =
+            map_path(&self.base_path, remainder, query).map_err(|_| UriError::Refused)?;
+        let path_and_query =
+            PathAndQuery::try_from(path_and_query).map_err(|_| UriError::Invalid)?;
         Uri::builder()
             .scheme(self.scheme.clone())
             .authority(self.authority.clone())
             .path_and_query(path_and_query)
             .build()
-            .map_err(|_| PathRefused)
+            .map_err(|_| UriError::Invalid)
     }
 }
 
@@ -162,6 +166,15 @@ impl std::fmt::Display for UpstreamBase {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}://{}{}", self.scheme, self.authority, self.base_path)
     }
+}
+
+/// Why [`UpstreamBase::uri`] gave no URI.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UriError {
+    /// The remainder could climb out of the base path ([`PathRefused`]).
+    Refused,
+    /// The mapped path is not a valid URI path.
+    Invalid,
 }
 
 /// The remainder of a path was refused: once decoded it holds a dot segment or NUL.
@@ -635,7 +648,8 @@ mod tests {
                     prop_assert_eq!(uri.query(), query.as_deref());
                     prop_assert!(is_safe_remainder(rest.as_bytes()));
                 }
-                Err(PathRefused) => prop_assert!(!is_safe_remainder(rest.as_bytes())),
+                Err(UriError::Refused) => prop_assert!(!is_safe_remainder(rest.as_bytes())),
+                Err(UriError::Invalid) => prop_assert!(false, "a parsed path always maps to a URI"),
             }
         }
 

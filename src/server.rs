@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use crate::error::ProxyError;
 use crate::guard::framing::{FramingScanner, FramingWatch};
 use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
 use head_timer::{HeadTimer, NeverTimer};
@@ -74,7 +75,9 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         // Reap finished connection tasks so the set stays as small as the live connections.
-        while connections.try_join_next().is_some() {}
+        while let Some(ended) = connections.try_join_next() {
+            log_panic(ended);
+        }
         let (stream, peer) = match accepted {
             Ok(pair) => pair,
             Err(err) => {
@@ -107,7 +110,7 @@ pub async fn serve(
             let info = Arc::new(ConnInfo {
                 peer: peer.ip(),
                 client_ip: ip_header_value(peer.ip()),
-                proto: "http",
+                proto: crate::trust::Proto::Http,
                 framing: framing.clone(),
                 in_flight: AtomicUsize::new(0),
             });
@@ -140,8 +143,27 @@ pub async fn serve(
             "shutdown grace period over; closing the remaining connections"
         ),
     }
-    connections.shutdown().await;
+    connections.abort_all();
+    while let Some(ended) = connections.join_next().await {
+        log_panic(ended);
+    }
     refusals.shutdown().await;
+}
+
+/// A connection task that panicked is a bug of ours: say so loudly (hyper's connection is
+/// gone with it; the process and every other connection carry on).
+fn log_panic(ended: Result<(), tokio::task::JoinError>) {
+    if let Err(err) = ended {
+        if err.is_panic() {
+            let panic = err.into_panic();
+            let message = panic
+                .downcast_ref::<&str>()
+                .copied()
+                .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                .unwrap_or("(no message)");
+            tracing::error!(panic = message, "a connection task panicked");
+        }
+    }
 }
 
 /// Refusals being written at once; past this, excess connections are simply closed.
@@ -155,14 +177,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(10);
 /// The request is read (bounded, briefly) before closing so the kernel does not reset the
 /// connection and destroy the answer before the client reads it.
 async fn refuse(mut stream: TcpStream) {
-    let body = serde_json::json!({ "error": "too many connections" }).to_string();
-    let busy = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-         content-length: {}\r\nconnection: close\r\nretry-after: 1\r\n\r\n{body}",
-        body.len()
-    );
+    let busy = ProxyError::TooManyConnections.to_http1_bytes();
     let drain = async {
-        stream.write_all(busy.as_bytes()).await?;
+        stream.write_all(&busy).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
         let mut left: usize = 64 * 1024;
@@ -180,7 +197,7 @@ async fn refuse(mut stream: TcpStream) {
 
 /// A client connection (any byte stream) whose incoming bytes pass through a
 /// [`FramingScanner`] on their way to hyper, so request smuggling shapes hyper hides from its
-/// requests are still refused ([`crate::guard::check_raw_framing`]), and whose HTTP/1 request
+/// requests are still refused ([`crate::guard::check_framing`]), and whose HTTP/1 request
 /// heads are timed ([`HeadTimer`]: a read that has to wait while no request is being answered
 /// is a wait for a head). Writes go straight through.
 struct Scanned<S> {

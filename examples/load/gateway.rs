@@ -19,7 +19,6 @@ const RATE_LIMIT: &str = r#"[rate_limit]
 per_second = 100
 burst = 200
 key = "ip"
-trusted_proxies = ["127.0.0.1/32"]
 "#;
 
 pub(crate) struct Gateway {
@@ -47,6 +46,7 @@ header_timeout = "{header_timeout}s"
 idle_timeout = "3s"
 upstream_timeout = "5s"
 shutdown_grace = "5s"
+trusted_proxies = ["127.0.0.1/32"]
 
 [log]
 level = "info,cookiegate::access=off"

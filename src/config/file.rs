@@ -86,6 +86,8 @@ pub struct ServerFile {
     pub max_headers: Option<usize>,
     /// Size a request head may take (larger -> 431), at least `"8KiB"`.
     pub max_header_bytes: Option<String>,
+    /// CIDRs of proxies in front whose `X-Forwarded-For`/`-Proto`/`-Host` are believed.
+    pub trusted_proxies: Option<Vec<String>>,
 }
 
 /// `[csrf]`.
@@ -110,7 +112,7 @@ pub struct RateLimitFile {
     pub burst: Option<u32>,
     /// `ip` | `session` | `ip+session`.
     pub key: Option<String>,
-    /// CIDRs whose `X-Forwarded-For` is believed.
+    /// Moved to `[server] trusted_proxies`; read only to say so.
     pub trusted_proxies: Option<Vec<String>>,
 }
 

@@ -3,7 +3,9 @@
 //!
 //! Bodies are never collected: [`LimitedBody`] hands each frame on as it arrives and only counts
 //! bytes. A chunked body that crosses the limit mid-stream ends in an error, which makes hyper
-//! abort the upstream request, so the upstream never sees a silently truncated body.
+//! abort the upstream request, so the upstream never sees a silently truncated body. The
+//! upstream client hands [`BodyError`] back untouched, so the pipeline tells its own limits from
+//! the upstream's failures by type.
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -28,20 +30,6 @@ pub enum BodyError {
     /// The peer's stream failed.
     #[error("body stream failed")]
     Inner(#[source] crate::error::BoxError),
-}
-
-impl BodyError {
-    /// Finds a [`BodyError`] in an error's source chain (hyper wraps our body's error).
-    pub fn find<'e>(err: &'e (dyn std::error::Error + 'static)) -> Option<&'e BodyError> {
-        let mut next = Some(err);
-        while let Some(e) = next {
-            if let Some(found) = e.downcast_ref::<BodyError>() {
-                return Some(found);
-            }
-            next = e.source();
-        }
-        None
-    }
 }
 
 /// Closes a stream that has been silent for too long. The timer is armed lazily, only when the
@@ -244,14 +232,5 @@ mod tests {
         }
         assert!(matches!(body.frame().await, Some(Err(BodyError::Idle))));
         feeder.abort();
-    }
-
-    #[test]
-    fn body_errors_are_found_through_wrappers() {
-        #[derive(Debug, thiserror::Error)]
-        #[error("outer")]
-        struct Outer(#[source] BodyError);
-        let outer = Outer(BodyError::TooLarge);
-        assert!(matches!(BodyError::find(&outer), Some(BodyError::TooLarge)));
     }
 }

@@ -1,21 +1,26 @@
-//! Sending the request upstream: the pooled client and the wait for the response head.
+//! Sending an admitted request upstream through the [`UpstreamClient`], and the wait for the
+//! response head, with our body limits told apart from the upstream's failures by type.
 
 use std::time::Duration;
 
+use http::header::{HeaderName, HeaderValue};
 use http::uri::Scheme;
-use http::{Request, Response};
-use hyper_util::client::legacy::connect::HttpConnector;
+use http::{Method, Response, Uri};
+use hyper::body::Incoming;
 
-use super::body::{BodyError, Progress};
-use super::headers::UpstreamFields;
-use super::pool::SendError;
-pub use super::pool::{UpstreamBody, UpstreamClient, UpstreamRequestBody};
+use super::body::{BodyError, LimitedBody, Progress};
 use crate::error::{BoxError, ProxyError};
 use crate::routing::RouteTable;
+use crate::upstream::{UpstreamBody, UpstreamClient, UpstreamError};
 
-/// Builds the client for the routes' upstreams. TLS uses rustls with the ring provider and the
-/// platform's root certificates, loaded only when a route is `https` (so startup stays fast
-/// without them).
+/// The request body as it goes upstream: the client's, with the route's limits around it.
+pub type RequestBody = LimitedBody<Incoming>;
+
+/// The upstream's answer body to a proxied request.
+pub type AnswerBody = UpstreamBody<RequestBody>;
+
+/// Builds the client for the routes' upstreams (one keep-alive pool per `scheme://authority`).
+/// The connect timeout is `upstream_timeout`.
 ///
 /// # Errors
 /// When `https` is needed and no root certificate can be loaded.
@@ -23,31 +28,6 @@ pub fn build_client(
     routes: &RouteTable,
     connect_timeout: Duration,
 ) -> Result<UpstreamClient, BoxError> {
-    let mut http = HttpConnector::new();
-    http.set_nodelay(true);
-    http.enforce_http(false);
-    http.set_connect_timeout(Some(connect_timeout));
-    let mut roots = rustls::RootCertStore::empty();
-    if routes.has_https() {
-        let found = rustls_native_certs::load_native_certs();
-        let (added, _ignored) = roots.add_parsable_certificates(found.certs);
-        if added == 0 {
-            return Err(
-                "no usable root certificates found on this system (install ca-certificates)".into(),
-            );
-        }
-    }
-    let tls = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()?
-    .with_root_certificates(roots)
-    .with_no_client_auth();
-    let connector = hyper_rustls::HttpsConnectorBuilder::new()
-        .with_tls_config(tls)
-        .https_or_http()
-        .enable_http1()
-        .wrap_connector(http);
     let upstreams = routes.in_file_order().into_iter().map(|route| {
         let scheme = if route.upstream.is_https() {
             Scheme::HTTPS
@@ -56,25 +36,49 @@ pub fn build_client(
         };
         (scheme, route.upstream.authority().clone())
     });
-    Ok(UpstreamClient::new(connector, upstreams))
+    UpstreamClient::new(upstreams, connect_timeout)
 }
 
-/// Sends `req` with the header fields the policy decided, and waits for the response head.
+/// A request on its way upstream.
+#[derive(Debug)]
+pub struct Outgoing<'a, F> {
+    /// The method.
+    pub method: &'a Method,
+    /// The upstream URI (absolute).
+    pub uri: &'a Uri,
+    /// The header fields the policy lets through and adds.
+    pub fields: F,
+    /// The client sent `Content-Length`.
+    pub declared_length: bool,
+    /// The body.
+    pub body: RequestBody,
+}
+
+/// Sends `req` and waits for the response head.
 ///
 /// The wait is bounded by `timeout` of upstream silence: while the request body is still
 /// flowing (`progress` marked), the clock restarts, so a slow large upload is not cut off; once
 /// the body is sent, the upstream has `timeout` to answer. The response body is never timed.
 ///
 /// # Errors
-/// 504 on timeout; 413/408 when our request body wrapper stopped the body; 502 otherwise.
-pub async fn send(
+/// 504 on timeout; 413/408/400 when our request body wrapper stopped the body; 502 otherwise.
+pub async fn send<'f, F>(
     client: &UpstreamClient,
-    req: Request<UpstreamRequestBody>,
+    req: Outgoing<'_, F>,
     timeout: Duration,
-    fields: &UpstreamFields,
     progress: Option<Progress>,
-) -> Result<Response<UpstreamBody>, ProxyError> {
-    let response = client.request(req, fields);
+) -> Result<Response<AnswerBody>, ProxyError>
+where
+    F: IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
+{
+    let response = client.request(
+        req.method,
+        req.uri,
+        req.fields,
+        req.declared_length,
+        false,
+        req.body,
+    );
     tokio::pin!(response);
     loop {
         match tokio::time::timeout(timeout, &mut response).await {
@@ -89,14 +93,16 @@ pub async fn send(
     }
 }
 
-/// Maps a client error to the response it deserves: our own body limits first.
-fn classify(err: SendError) -> ProxyError {
-    match BodyError::find(&err) {
-        Some(BodyError::TooLarge) => ProxyError::BodyTooLarge,
-        Some(BodyError::Idle) => ProxyError::BodyTimeout,
-        // The client's own body stream broke (it went away mid-upload): its fault, not the
-        // upstream's, and nobody is left to read the answer.
-        Some(BodyError::Inner(_)) => ProxyError::BadRequest("request body ended early"),
-        None => ProxyError::UpstreamUnreachable(Box::new(err)),
+/// Maps a failed exchange to the response it deserves: our own body limits first.
+fn classify(err: UpstreamError<BodyError>) -> ProxyError {
+    match err {
+        UpstreamError::Body(BodyError::TooLarge) => ProxyError::BodyTooLarge,
+        UpstreamError::Body(BodyError::Idle) => ProxyError::BodyTimeout,
+        // The client's own body stream broke (it went away mid-upload), or disagreed with its
+        // own Content-Length: its fault, not the upstream's.
+        UpstreamError::Body(BodyError::Inner(_)) | UpstreamError::BodyLength => {
+            ProxyError::BadRequest("request body ended early")
+        }
+        other => ProxyError::UpstreamUnreachable(Box::new(other)),
     }
 }

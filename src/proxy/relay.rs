@@ -5,8 +5,17 @@
 //! hyper aborts the client's transfer instead of ending it cleanly: truncated data never looks
 //! whole. If the client goes away, hyper drops this body, which drops the upstream body and makes
 //! the upstream connection close, cancelling the upstream's work.
+//!
+//! An upstream failure is passed on one poll late ([`ResponseBody::poll_frame`]): hyper writes
+//! the response head and body bytes into its buffer and flushes them only when the body waits,
+//! but tears the connection down at once on a body error. Without the extra wait, an upstream
+//! that breaks right after its head would leave the client with nothing at all, a connection
+//! closed without a byte, which browsers answer by sending the request again, even a POST
+//! (issue 9, defect 1). With it, the client always gets the status line, then a visibly broken
+//! transfer.
 
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -15,9 +24,9 @@ use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::InFlight;
 use super::body::{BodyError, LimitedBody};
-use super::pool::UpstreamBody;
+use super::forward::AnswerBody;
+use super::{InFlight, SourceChain};
 
 /// The body of every response cookiegate sends: an upstream stream or a small fixed answer.
 #[derive(Debug)]
@@ -31,9 +40,18 @@ pub struct ResponseBody {
 #[derive(Debug)]
 enum Kind {
     Fixed(Option<Bytes>),
+    Upstream(Upstream),
+}
+
+#[derive(Debug)]
+struct Upstream {
     /// The same wrapper as request bodies get, for its idle timer; responses have no size
     /// limit.
-    Upstream(LimitedBody<UpstreamBody>),
+    body: LimitedBody<AnswerBody>,
+    /// The route's prefix, for the log line of a failure.
+    route: Arc<str>,
+    /// A failure held back for one poll, so hyper flushes what it has first.
+    failed: Option<BodyError>,
 }
 
 impl ResponseBody {
@@ -52,14 +70,23 @@ impl ResponseBody {
         }
     }
 
-    /// The upstream's body, closed after `idle` of silence.
-    pub fn upstream(body: UpstreamBody, idle: Duration, mut log: Option<AccessLog>) -> Self {
+    /// The upstream's body on `route`, closed after `idle` of silence.
+    pub fn upstream(
+        body: AnswerBody,
+        route: Arc<str>,
+        idle: Duration,
+        mut log: Option<AccessLog>,
+    ) -> Self {
         if let Some(log) = &mut log {
             // HEAD, 204 and 304 answers have no body for hyper to poll.
             log.complete = body.is_end_stream();
         }
         Self {
-            kind: Kind::Upstream(LimitedBody::new(body, u64::MAX, idle, None)),
+            kind: Kind::Upstream(Upstream {
+                body: LimitedBody::new(body, u64::MAX, idle, None),
+                route,
+                failed: None,
+            }),
             log,
             in_flight: None,
         }
@@ -89,11 +116,37 @@ impl Body for ResponseBody {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BodyError>>> {
-        // `ResponseBody` is `Unpin`: `LimitedBody<UpstreamBody>` is.
+        // `ResponseBody` is `Unpin`: `LimitedBody<AnswerBody>` is.
         let this = self.get_mut();
         let polled = match &mut this.kind {
             Kind::Fixed(bytes) => Poll::Ready(bytes.take().map(|b| Ok(Frame::data(b)))),
-            Kind::Upstream(body) => Pin::new(body).poll_frame(cx),
+            Kind::Upstream(up) => {
+                if let Some(err) = up.failed.take() {
+                    return Poll::Ready(Some(Err(err)));
+                }
+                match Pin::new(&mut up.body).poll_frame(cx) {
+                    Poll::Ready(Some(Err(err))) => {
+                        tracing::warn!(
+                            route = &*up.route,
+                            error = %err,
+                            cause = %SourceChain(&err),
+                            "upstream failed mid-body; the client's transfer is cut"
+                        );
+                        if let Some(log) = &mut this.log {
+                            log.failure = Some(match err {
+                                BodyError::Idle => "upstream body idle",
+                                _ => "upstream body failed",
+                            });
+                        }
+                        // Held back one poll: hyper flushes the head and the bytes it has
+                        // while this body waits, then aborts on the error.
+                        up.failed = Some(err);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    other => other,
+                }
+            }
         };
         match &polled {
             Poll::Ready(Some(Ok(frame))) => {
@@ -110,15 +163,7 @@ impl Body for ResponseBody {
                     log.complete = true;
                 }
             }
-            Poll::Ready(Some(Err(err))) => {
-                if let Some(log) = &mut this.log {
-                    log.failure = Some(match err {
-                        BodyError::Idle => "upstream body idle",
-                        _ => "upstream body failed",
-                    });
-                }
-            }
-            Poll::Pending => {}
+            Poll::Ready(Some(Err(_))) | Poll::Pending => {}
         }
         polled
     }
@@ -126,7 +171,7 @@ impl Body for ResponseBody {
     fn is_end_stream(&self) -> bool {
         match &self.kind {
             Kind::Fixed(bytes) => bytes.is_none(),
-            Kind::Upstream(body) => body.is_end_stream(),
+            Kind::Upstream(up) => up.failed.is_none() && up.body.is_end_stream(),
         }
     }
 
@@ -135,7 +180,7 @@ impl Body for ResponseBody {
             Kind::Fixed(bytes) => {
                 SizeHint::with_exact(bytes.as_ref().map_or(0, |b| b.len() as u64))
             }
-            Kind::Upstream(body) => body.size_hint(),
+            Kind::Upstream(up) => up.body.size_hint(),
         }
     }
 }
@@ -150,7 +195,7 @@ impl Body for ResponseBody {
 pub struct AccessLog {
     method: Method,
     path: Box<str>,
-    route: Option<std::sync::Arc<str>>,
+    route: Option<Arc<str>>,
     status: u16,
     bytes: u64,
     start: Instant,
@@ -178,8 +223,13 @@ impl AccessLog {
     }
 
     /// Records the route the request matched.
-    pub fn set_route(&mut self, prefix: std::sync::Arc<str>) {
+    pub fn set_route(&mut self, prefix: Arc<str>) {
         self.route = Some(prefix);
+    }
+
+    /// The route the request matched, once known.
+    pub fn route(&self) -> Option<Arc<str>> {
+        self.route.clone()
     }
 
     /// Records the response status.

@@ -18,4 +18,5 @@ mod smoke;
 mod streaming;
 mod support;
 mod tls;
+mod trust;
 mod upstream_h1;

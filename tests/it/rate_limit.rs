@@ -11,9 +11,15 @@
 use crate::support::*;
 
 /// `[rate_limit]` with these lines, and one route `/api/proxy` -> `upstream`.
+/// A config with `rate_limit` as the `[rate_limit]` section; a `trusted_proxies` line in it goes
+/// to `[server]`, where that setting lives.
 fn config(upstream: &str, rate_limit: &str) -> String {
+    let (trusted, rate_limit): (Vec<&str>, Vec<&str>) = rate_limit
+        .lines()
+        .partition(|line| line.starts_with("trusted_proxies"));
+    let (trusted, rate_limit) = (trusted.join("\n"), rate_limit.join("\n"));
     format!(
-        "[rate_limit]\n{rate_limit}\n\n\
+        "[server]\n{trusted}\n\n[rate_limit]\n{rate_limit}\n\n\
          [[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{upstream}\"\n\n\
          [[routes]]\nprefix = \"/api/other\"\nupstream = \"{upstream}/other\"\n"
     )

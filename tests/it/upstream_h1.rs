@@ -508,6 +508,8 @@ async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
         let answer = get_through(&gateway, "/list").await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body, "hello");
+        // Issue 9, defect 2: one value goes on, not the list (RFC 9110 §8.6).
+        assert_eq!(answer.header("content-length"), Some("5"));
     }
     assert_eq!(upstream.accepted(), 1);
 }
@@ -1324,4 +1326,145 @@ async fn an_upload_and_its_answer_stream_both_ways_at_once() {
         upstream.targets(),
         [(0, "/echo".to_string()), (0, "/after".to_string())]
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 9: defects a malicious or buggy upstream triggered
+// ---------------------------------------------------------------------------------------------
+
+/// Issue 9, defect 1: on a reused client connection, an upstream that broke right after its
+/// response head (a malformed first chunk, or a body cut short) left the client with a
+/// connection closed without a byte, which browsers answer by sending the request again: the
+/// upstream ran the POST twice. Whatever the upstream does, the client gets a status line.
+async fn a_reused_client_connection_always_gets_a_status_line(answer: &'static [u8]) {
+    let upstream = Scripted::start(move |mut wire| async move {
+        while let Some(received) = wire.request().await {
+            if received.method() == "POST" {
+                // Broken, then closed at once: no pause for the proxy to flush in.
+                wire.send(answer).await;
+                return;
+            }
+            let ok = answer_from(wire.conn);
+            wire.send(&ok).await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    // Repeated: the failure was intermittent (a race between hyper's flush and the error).
+    for round in 0..20 {
+        let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
+        let mut buf = Vec::new();
+        stream
+            .write_all(
+                b"GET /api/proxy/first HTTP/1.1\r\nhost: gw\r\ncookie: auth_token=tok\r\n\r\n",
+            )
+            .await
+            .unwrap();
+        let first = read_answer(&mut stream, &mut buf).await;
+        assert_eq!(first.status, 200, "round {round}");
+        stream
+            .write_all(
+                b"POST /api/proxy/pay HTTP/1.1\r\nhost: gw\r\ncookie: auth_token=tok\r\n\
+                  content-type: application/json\r\ncontent-length: 2\r\n\r\n{}",
+            )
+            .await
+            .unwrap();
+        let mut rest = buf;
+        let _ = tokio::time::timeout(GUARD, stream.read_to_end(&mut rest)).await;
+        assert!(
+            rest.starts_with(b"HTTP/1.1 200 ") || rest.starts_with(b"HTTP/1.1 502 "),
+            "round {round}: the client got {:?} instead of a status line",
+            String::from_utf8_lossy(&rest)
+        );
+    }
+    let posts = upstream
+        .received()
+        .iter()
+        .filter(|r| r.method() == "POST")
+        .count();
+    assert_eq!(posts, 20, "each POST reached the upstream exactly once");
+    gateway.stop().await;
+}
+
+#[tokio::test]
+async fn a_malformed_first_chunk_still_gives_the_client_a_status_line() {
+    a_reused_client_connection_always_gets_a_status_line(
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nZZ\r\nhello\r\n",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_body_cut_short_still_gives_the_client_a_status_line() {
+    a_reused_client_connection_always_gets_a_status_line(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly this",
+    )
+    .await;
+}
+
+/// Issue 9, defect 3: a valid chunked answer with 40 trailer fields was lost (502 or a broken
+/// transfer) to a fixed array of 32; hyper accepts 100.
+#[tokio::test]
+async fn an_answer_with_forty_trailer_fields_is_delivered() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while wire.request().await.is_some() {
+            let mut answer =
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
+                    .to_vec();
+            for i in 0..40 {
+                answer.extend_from_slice(format!("x-t{i}: {i}\r\n").as_bytes());
+            }
+            answer.extend_from_slice(b"\r\n");
+            wire.send(&answer).await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for _ in 0..2 {
+        let answer = get_through(&gateway, "/trailers").await;
+        assert_eq!(answer.status, 200);
+        assert_eq!(answer.body, "hello");
+    }
+    // Delivered whole, so the connection was reused.
+    assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
+}
+
+/// Issue 9, defect 4: a valid 2 KiB chunk extension was lost to a 1 KiB size-line limit.
+#[tokio::test]
+async fn an_answer_with_a_two_kib_chunk_extension_is_delivered() {
+    let upstream = Scripted::start(|mut wire| async move {
+        while wire.request().await.is_some() {
+            let mut answer =
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;note=".to_vec();
+            answer.resize(answer.len() + 2048, b'x');
+            answer.extend_from_slice(b"\r\nhello\r\n0\r\n\r\n");
+            wire.send(&answer).await;
+        }
+    })
+    .await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    let answer = get_through(&gateway, "/ext").await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body, "hello");
+    gateway.stop().await;
+}
+
+/// Issue 9, defect 5: `Transfer-Encoding: gzip, chunked` reached the upstream as plain bytes
+/// with the gzip coding lost. cookiegate cannot pass a coding on (the field is hop-by-hop), so
+/// it answers 501 (RFC 9112 §6.1), as nginx does, and the upstream sees nothing.
+#[tokio::test]
+async fn a_request_with_a_coding_besides_chunked_gets_501_and_reaches_nobody() {
+    let upstream = recording().await;
+    let gateway = Gateway::single(&upstream.url()).await;
+    for coding in ["gzip, chunked", "deflate,chunked"] {
+        let head = format!(
+            "POST /api/proxy/upload HTTP/1.1\r\nhost: gw\r\ncookie: auth_token=tok\r\n\
+             transfer-encoding: {coding}\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+        );
+        let answer = raw_answer(gateway.addr, head.as_bytes()).await;
+        answer.assert_error(501, "transfer coding not supported");
+    }
+    assert!(upstream.received().is_empty());
+    gateway.stop().await;
 }

@@ -5,124 +5,35 @@
 //! becomes the response's [`UpstreamBody`], which reads the body straight off the socket and
 //! keeps any request body still flowing. Nothing is buffered beyond one read or one body frame.
 //!
-//! When the response ended cleanly, the request was sent whole and nothing stray followed, the
-//! connection goes back to its pool ([`super::pool`]); in every other case (the client went
-//! away, the upstream broke off, the framing was doubtful) it is closed, which is also how an
-//! upstream learns that nobody is listening any more.
+//! When the exchange ends, its [`Pooled`] handle decides with [`super::pool::is_reusable`]:
+//! back to the pool after a clean end, closed in every other case (the client went away, the
+//! upstream broke off, the framing was doubtful), which is also how an upstream learns that
+//! nobody is listening any more. After a `101` to a request that asked for it, the raw
+//! connection is handed over whole ([`UpstreamBody::into_upgraded`]).
 
 use std::collections::VecDeque;
 use std::io::IoSlice;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll, Waker, ready};
+use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
-use hyper_rustls::MaybeHttpsStream;
-use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::TcpStream;
+use tokio::io::AsyncWrite;
 
-use super::h1::{self, ChunkedDecoder, Decoded, H1Error, RequestFraming, ResponseFraming};
-use super::pool::{Upstream, UpstreamRequestBody};
-use crate::error::BoxError;
-
-/// An upstream connection's stream (plain TCP or TLS).
-pub type Io = TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>;
-
-/// Read size for response heads and the start of bodies; doubled up to [`MAX_READ`] while
-/// reads keep filling it (large downloads), so small answers stay small in memory.
-const FIRST_READ: usize = 8 * 1024;
-const MAX_READ: usize = 256 * 1024;
+use super::UpstreamError;
+use super::connect::Io;
+use super::h1::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
+use super::pool::{Ending, Pooled};
 
 /// Request body bytes queued for the socket before the body is polled again.
 const MAX_QUEUED: usize = 256 * 1024;
 
-/// Why an exchange failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ExchangeError {
-    /// No connection could be made (DNS, TCP or TLS).
-    #[error("cannot connect to the upstream")]
-    Connect(#[source] BoxError),
-    /// Reading or writing the connection failed.
-    #[error("upstream connection failed")]
-    Io(#[source] std::io::Error),
-    /// The upstream closed the connection before a complete response head.
-    #[error("upstream closed the connection before answering")]
-    Closed,
-    /// The upstream closed the connection before the end of the response body.
-    #[error("upstream closed the connection mid-body")]
-    Truncated,
-    /// The upstream's bytes are not a valid HTTP/1.1 response.
-    #[error("invalid upstream response")]
-    Protocol(#[source] H1Error),
-    /// Our side of the request body failed (limit, idle timer, or the client went away).
-    #[error("request body stopped")]
-    Body(#[source] BoxError),
-}
-
-/// An open upstream connection and the bytes read from it but not used yet.
-pub struct Conn {
-    /// Boxed: a TLS stream is over a kilobyte, and a `Conn` moves in and out of the pool.
-    io: Box<Io>,
-    buf: BytesMut,
-    read_size: usize,
-}
-
-impl Conn {
-    /// Wraps a freshly opened connection.
-    pub fn new(io: Io) -> Self {
-        Self {
-            io: Box::new(io),
-            buf: BytesMut::new(),
-            read_size: FIRST_READ,
-        }
-    }
-
-    /// Whether an idle connection can carry a request: it must have nothing to read. An
-    /// upstream that closed it (EOF) or wrote to it unasked (stray bytes) makes it unusable.
-    /// A non-blocking read, at most one system call.
-    pub fn is_idle_alive(&mut self) -> bool {
-        let mut cx = Context::from_waker(Waker::noop());
-        let mut probe = [0u8; 1];
-        let mut probe = ReadBuf::new(&mut probe);
-        matches!(
-            Pin::new(&mut self.io).poll_read(&mut cx, &mut probe),
-            Poll::Pending
-        )
-    }
-
-    fn poll_read_more(&mut self, cx: &mut Context<'_>) -> Poll<std::io::Result<usize>> {
-        if self.buf.capacity() - self.buf.len() < self.read_size / 2 {
-            self.buf.reserve(self.read_size);
-        }
-        let room = self.buf.capacity() - self.buf.len();
-        let n = ready!(tokio_util::io::poll_read_buf(
-            Pin::new(&mut self.io),
-            cx,
-            &mut self.buf
-        ))?;
-        if n == room && self.read_size < MAX_READ {
-            self.read_size *= 2;
-        }
-        Poll::Ready(Ok(n))
-    }
-}
-
-impl std::fmt::Debug for Conn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Conn")
-            .field("buffered", &self.buf.len())
-            .finish_non_exhaustive()
-    }
-}
-
 /// The request side: bytes waiting for the socket, and the body still to come.
-struct Sending {
+struct Sending<B> {
     queue: VecDeque<Bytes>,
     queued: usize,
-    body: Option<UpstreamRequestBody>,
+    body: Option<B>,
     framing: RequestFraming,
     /// Body bytes still owed by `Content-Length`.
     owed: u64,
@@ -130,7 +41,7 @@ struct Sending {
     failed: Option<std::io::Error>,
 }
 
-impl Sending {
+impl<B: Body<Data = Bytes> + Unpin> Sending<B> {
     fn is_done(&self) -> bool {
         self.queue.is_empty() && self.body.is_none()
     }
@@ -143,7 +54,11 @@ impl Sending {
     }
 
     /// Moves the request forward as far as it can without waiting. `Ready(Ok)`: all sent.
-    fn poll(&mut self, io: &mut Io, cx: &mut Context<'_>) -> Poll<Result<(), ExchangeError>> {
+    fn poll(
+        &mut self,
+        io: &mut Io,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), UpstreamError<B::Error>>> {
         if self.failed.is_some() {
             return Poll::Ready(Ok(()));
         }
@@ -166,9 +81,7 @@ impl Sending {
                                     self.push(Bytes::from_static(h1::LAST_CHUNK));
                                 }
                                 _ if self.owed > 0 => {
-                                    return Poll::Ready(Err(ExchangeError::Body(
-                                        "request body shorter than its Content-Length".into(),
-                                    )));
+                                    return Poll::Ready(Err(UpstreamError::BodyLength));
                                 }
                                 _ => {}
                             }
@@ -176,7 +89,7 @@ impl Sending {
                         }
                         Poll::Ready(Some(Err(err))) => {
                             self.body = None;
-                            return Poll::Ready(Err(ExchangeError::Body(Box::new(err))));
+                            return Poll::Ready(Err(UpstreamError::Body(err)));
                         }
                         Poll::Pending => body_pending = true,
                     }
@@ -215,7 +128,7 @@ impl Sending {
         }
     }
 
-    fn encode(&mut self, data: Bytes) -> Result<(), ExchangeError> {
+    fn encode(&mut self, data: Bytes) -> Result<(), UpstreamError<B::Error>> {
         if data.is_empty() {
             return Ok(());
         }
@@ -230,9 +143,7 @@ impl Sending {
             _ => {
                 let len = data.len() as u64;
                 if len > self.owed {
-                    return Err(ExchangeError::Body(
-                        "request body longer than its Content-Length".into(),
-                    ));
+                    return Err(UpstreamError::BodyLength);
                 }
                 self.owed -= len;
                 self.push(data);
@@ -267,21 +178,24 @@ impl Sending {
 }
 
 /// A request in flight on one connection, until its response head arrives.
-pub struct Exchange {
-    conn: Conn,
-    sending: Sending,
+pub(crate) struct Exchange<B> {
+    conn: Pooled,
+    sending: Sending<B>,
     method: Method,
+    /// The request asked to switch protocols.
+    upgrade: bool,
     /// Any response byte arrived (a failure after that is never retried).
     answered: bool,
 }
 
-impl Exchange {
+impl<B: Body<Data = Bytes> + Unpin> Exchange<B> {
     /// Starts an exchange: `head` is the encoded request head, `body` what follows it.
-    pub fn new(
-        conn: Conn,
+    pub(crate) fn new(
+        conn: Pooled,
         method: Method,
+        upgrade: bool,
         head: Bytes,
-        body: Option<UpstreamRequestBody>,
+        body: Option<B>,
         framing: RequestFraming,
     ) -> Self {
         let owed = match framing {
@@ -301,36 +215,41 @@ impl Exchange {
             conn,
             sending,
             method,
+            upgrade,
             answered: false,
         }
     }
 
     /// Sends the request and waits for the response head; the body that follows reads on from
-    /// the same connection and gives it back to `upstream`'s pool at its end.
+    /// the same connection, whose handle gives it back to its pool at the end.
     ///
     /// # Errors
-    /// [`ExchangeError`], with whether any byte of an answer had arrived (if none had, the
-    /// request may be sent again on another connection); our own body's failures come first,
-    /// as they decide the status.
-    pub async fn response(
-        mut self,
-        upstream: Option<Arc<Upstream>>,
-    ) -> Result<Response<UpstreamBody>, (ExchangeError, bool)> {
-        let head = std::future::poll_fn(|cx| self.poll_head(cx))
-            .await
-            .map_err(|err| (err, self.answered))?;
+    /// [`UpstreamError`], with whether any byte of an answer had arrived and whether the
+    /// connection was a reused one (see [`super::may_resend`]); our own body's failures come
+    /// first, as they decide the status.
+    pub(crate) async fn response(mut self) -> Result<Response<UpstreamBody<B>>, Failed<B::Error>> {
+        let head = match std::future::poll_fn(|cx| self.poll_head(cx)).await {
+            Ok(head) => head,
+            Err(error) => {
+                return Err(Failed {
+                    error,
+                    answered: self.answered,
+                    reused: self.conn.is_reused(),
+                });
+            }
+        };
         let decoder = match head.framing {
             ResponseFraming::Empty => Decoder::Ended,
             ResponseFraming::Length(0) => Decoder::Ended,
             ResponseFraming::Length(len) => Decoder::Length(len),
             ResponseFraming::Chunked => Decoder::Chunked(ChunkedDecoder::default()),
             ResponseFraming::Close => Decoder::Close,
+            ResponseFraming::Switched => Decoder::Switched,
         };
         let mut body = UpstreamBody {
             exchange: Some(Box::new(self)),
             decoder,
             reusable: head.reusable,
-            upstream,
         };
         if matches!(body.decoder, Decoder::Ended) {
             body.finish();
@@ -338,50 +257,93 @@ impl Exchange {
         Ok(Response::from_parts(head.parts, body))
     }
 
-    fn poll_head(&mut self, cx: &mut Context<'_>) -> Poll<Result<h1::ResponseHead, ExchangeError>> {
-        if let Poll::Ready(Err(err)) = self.sending.poll(&mut self.conn.io, cx) {
+    fn poll_head(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<h1::ResponseHead, UpstreamError<B::Error>>> {
+        let conn = &mut self.conn.conn;
+        if let Poll::Ready(Err(err)) = self.sending.poll(&mut conn.io, cx) {
             return Poll::Ready(Err(err));
         }
         loop {
-            if !self.conn.buf.is_empty() {
-                match h1::parse_response_head(&mut self.conn.buf, &self.method) {
+            if !conn.buf.is_empty() {
+                match h1::parse_response_head(&mut conn.buf, &self.method, self.upgrade) {
                     Ok(Some(head)) => return Poll::Ready(Ok(head)),
                     Ok(None) => {}
-                    Err(err) => return Poll::Ready(Err(ExchangeError::Protocol(err))),
+                    Err(err) => return Poll::Ready(Err(UpstreamError::Protocol(err))),
                 }
             }
-            match ready!(self.conn.poll_read_more(cx)) {
+            match ready!(conn.poll_read_more(cx)) {
                 Ok(0) => {
                     return Poll::Ready(Err(match self.sending.failed.take() {
-                        Some(err) if !self.answered => ExchangeError::Io(err),
-                        _ => ExchangeError::Closed,
+                        Some(err) if !self.answered => UpstreamError::Io(err),
+                        _ => UpstreamError::Closed,
                     }));
                 }
                 Ok(_) => self.answered = true,
-                Err(err) => return Poll::Ready(Err(ExchangeError::Io(err))),
+                Err(err) => return Poll::Ready(Err(UpstreamError::Io(err))),
             }
         }
     }
+}
+
+/// What polling a response body gives.
+type PolledFrame<E> = Poll<Option<Result<Frame<Bytes>, UpstreamError<E>>>>;
+
+/// An exchange that ended without a response head.
+#[derive(Debug)]
+pub(crate) struct Failed<E> {
+    /// Why.
+    pub(crate) error: UpstreamError<E>,
+    /// Some byte of an answer had arrived.
+    pub(crate) answered: bool,
+    /// The connection had carried an earlier exchange.
+    pub(crate) reused: bool,
 }
 
 enum Decoder {
     Length(u64),
     Chunked(ChunkedDecoder),
     Close,
+    /// After a `101`: no body; the connection is the new protocol's.
+    Switched,
     Ended,
 }
 
 /// An upstream response body, read off the connection as the client takes it.
-pub struct UpstreamBody {
+pub struct UpstreamBody<B> {
     /// `None` once the body ended (the connection is back in its pool or closed). Boxed: it
     /// holds the whole connection state, and a response body is moved several times.
-    exchange: Option<Box<Exchange>>,
+    exchange: Option<Box<Exchange<B>>>,
     decoder: Decoder,
     reusable: bool,
-    upstream: Option<Arc<Upstream>>,
 }
 
-impl std::fmt::Debug for UpstreamBody {
+/// The raw upstream connection after a `101 Switching Protocols`, and the bytes of the new
+/// protocol that arrived with the head.
+#[cfg_attr(
+    not(test),
+    expect(
+        dead_code,
+        reason = "the WebSocket relay (issue 11) takes the connection over"
+    )
+)]
+pub(crate) struct Upgraded {
+    /// The stream (plain TCP or TLS).
+    pub(crate) io: Box<Io>,
+    /// Bytes read past the `101` head.
+    pub(crate) read: BytesMut,
+}
+
+impl std::fmt::Debug for Upgraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Upgraded")
+            .field("read", &self.read.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<B> std::fmt::Debug for UpstreamBody<B> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UpstreamBody")
             .field("ended", &self.exchange.is_none())
@@ -389,23 +351,47 @@ impl std::fmt::Debug for UpstreamBody {
     }
 }
 
-impl UpstreamBody {
-    /// The body ended: the connection goes back to its pool if it can carry another request.
+impl<B: Body<Data = Bytes> + Unpin> UpstreamBody<B> {
+    /// The body ended at its framed end: the connection's handle decides whether it goes back
+    /// to its pool.
     fn finish(&mut self) {
         self.decoder = Decoder::Ended;
         let Some(exchange) = self.exchange.take() else {
             return;
         };
-        let clean = self.reusable
-            && exchange.sending.is_done()
-            && exchange.sending.failed.is_none()
-            && exchange.conn.buf.is_empty();
-        if let (true, Some(upstream)) = (clean, &self.upstream) {
-            upstream.checkin(exchange.conn);
-        }
+        let Exchange { conn, sending, .. } = *exchange;
+        conn.release(&Ending {
+            head_allows_reuse: self.reusable,
+            body_finished: true,
+            request_sent: sending.is_done(),
+            write_failed: sending.failed.is_some(),
+            stray_bytes: 0,
+        });
     }
 
-    fn fail(&mut self, err: ExchangeError) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+    /// After a `101` answer: the raw connection, for the caller to carry the new protocol.
+    #[cfg_attr(
+        not(test),
+        expect(
+            dead_code,
+            reason = "the WebSocket relay (issue 11) takes the connection over"
+        )
+    )]
+    /// `None` for any other answer. A request body still being sent is dropped (a request
+    /// asking for an upgrade has none).
+    pub(crate) fn into_upgraded(mut self) -> Option<Upgraded> {
+        if !matches!(self.decoder, Decoder::Switched) {
+            return None;
+        }
+        let exchange = self.exchange.take()?;
+        let conn = exchange.conn.into_conn();
+        Some(Upgraded {
+            io: conn.io,
+            read: conn.buf,
+        })
+    }
+
+    fn fail(&mut self, err: UpstreamError<B::Error>) -> PolledFrame<B::Error> {
         // Dropping the exchange closes the connection.
         self.exchange = None;
         self.decoder = Decoder::Ended;
@@ -413,27 +399,30 @@ impl UpstreamBody {
     }
 }
 
-impl Body for UpstreamBody {
+impl<B: Body<Data = Bytes> + Unpin> Body for UpstreamBody<B> {
     type Data = Bytes;
-    type Error = ExchangeError;
+    type Error = UpstreamError<B::Error>;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, ExchangeError>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let this = self.get_mut();
         loop {
             let Some(exchange) = &mut this.exchange else {
                 return Poll::Ready(None);
             };
+            let conn = &mut exchange.conn.conn;
             // Keep the request body flowing (an early answer while the upload goes on).
             if !exchange.sending.is_done() {
-                if let Poll::Ready(Err(err)) = exchange.sending.poll(&mut exchange.conn.io, cx) {
+                if let Poll::Ready(Err(err)) = exchange.sending.poll(&mut conn.io, cx) {
                     return this.fail(err);
                 }
             }
-            let buf = &mut exchange.conn.buf;
+            let buf = &mut conn.buf;
             match &mut this.decoder {
+                // The connection waits for `into_upgraded`; as a body, a switch has none.
+                Decoder::Switched => return Poll::Ready(None),
                 Decoder::Ended => {
                     this.finish();
                     return Poll::Ready(None);
@@ -464,7 +453,7 @@ impl Body for UpstreamBody {
                         return Poll::Ready(None);
                     }
                     Ok(None) => {}
-                    Err(err) => return this.fail(ExchangeError::Protocol(err)),
+                    Err(err) => return this.fail(UpstreamError::Protocol(err)),
                 },
                 Decoder::Close => {
                     if !buf.is_empty() {
@@ -473,29 +462,29 @@ impl Body for UpstreamBody {
                     }
                 }
             }
-            match exchange.conn.poll_read_more(cx) {
+            match conn.poll_read_more(cx) {
                 Poll::Ready(Ok(0)) => {
                     if matches!(this.decoder, Decoder::Close) {
                         this.reusable = false;
                         this.finish();
                         return Poll::Ready(None);
                     }
-                    return this.fail(ExchangeError::Truncated);
+                    return this.fail(UpstreamError::Truncated);
                 }
                 Poll::Ready(Ok(_)) => {}
-                Poll::Ready(Err(err)) => return this.fail(ExchangeError::Io(err)),
+                Poll::Ready(Err(err)) => return this.fail(UpstreamError::Io(err)),
                 Poll::Pending => return Poll::Pending,
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.exchange.is_none()
+        self.exchange.is_none() || matches!(self.decoder, Decoder::Switched)
     }
 
     fn size_hint(&self) -> SizeHint {
         match (&self.exchange, &self.decoder) {
-            (None, _) | (_, Decoder::Ended) => SizeHint::with_exact(0),
+            (None, _) | (_, Decoder::Ended | Decoder::Switched) => SizeHint::with_exact(0),
             (Some(_), Decoder::Length(left)) => SizeHint::with_exact(*left),
             (Some(_), _) => SizeHint::default(),
         }

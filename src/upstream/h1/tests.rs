@@ -36,7 +36,7 @@ fn lines_named<'a>(head: &'a str, name: &str) -> Vec<&'a str> {
 /// Parses `bytes` as the answer to `method`; returns the outcome and what is left.
 fn parse_for(method: &Method, bytes: &[u8]) -> (Result<Option<ResponseHead>, H1Error>, BytesMut) {
     let mut buf = BytesMut::from(bytes);
-    let parsed = parse_response_head(&mut buf, method);
+    let parsed = parse_response_head(&mut buf, method, false);
     (parsed, buf)
 }
 
@@ -318,11 +318,11 @@ fn interim_responses_are_skipped() {
 fn an_interim_response_alone_waits_for_the_real_one() {
     let mut buf = BytesMut::from(&b"HTTP/1.1 100 Continue\r\n\r\n"[..]);
     assert!(matches!(
-        parse_response_head(&mut buf, &Method::POST),
+        parse_response_head(&mut buf, &Method::POST, false),
         Ok(None)
     ));
     buf.extend_from_slice(b"HTTP/1.1 204 No Content\r\n\r\n");
-    let head = parse_response_head(&mut buf, &Method::POST)
+    let head = parse_response_head(&mut buf, &Method::POST, false)
         .unwrap()
         .unwrap();
     assert_eq!(head.parts.status, StatusCode::NO_CONTENT);
@@ -330,13 +330,72 @@ fn an_interim_response_alone_waits_for_the_real_one() {
 }
 
 #[test]
-fn switching_protocols_is_refused() {
+fn switching_protocols_is_refused_unless_asked_for() {
     let upgrade =
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n";
     assert_eq!(error_of(upgrade), H1Error::Upgrade);
     // Also after an interim response.
     let after = [&b"HTTP/1.1 100 Continue\r\n\r\n"[..], upgrade].concat();
     assert_eq!(error_of(&after), H1Error::Upgrade);
+}
+
+#[test]
+fn an_asked_for_switch_is_handed_over_with_the_bytes_after_it() {
+    let mut buf = BytesMut::from(
+        &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\n\
+           Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n\x81\x02hi"[..],
+    );
+    let head = parse_response_head(&mut buf, &Method::GET, true)
+        .unwrap()
+        .unwrap();
+    assert_eq!(head.parts.status, StatusCode::SWITCHING_PROTOCOLS);
+    assert_eq!(head.framing, ResponseFraming::Switched);
+    assert!(!head.reusable);
+    assert_eq!(head.parts.headers["upgrade"], "websocket");
+    assert_eq!(
+        head.parts.headers["sec-websocket-accept"],
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+    );
+    assert!(head.parts.headers.get("connection").is_none());
+    // The new protocol's first bytes stay in the buffer for whoever takes the connection.
+    assert_eq!(&buf[..], b"\x81\x02hi");
+}
+
+#[test]
+fn a_switch_without_upgrade_or_connection_upgrade_is_refused() {
+    for bytes in [
+        &b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\n\r\n"[..],
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\n\r\n",
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: close\r\n\r\n",
+    ] {
+        let mut buf = BytesMut::from(bytes);
+        assert_eq!(
+            parse_response_head(&mut buf, &Method::GET, true).unwrap_err(),
+            H1Error::Upgrade,
+            "{}",
+            String::from_utf8_lossy(bytes)
+        );
+    }
+}
+
+/// Issue 9, defect 2: `Content-Length: 30, 30` was relayed as the list.
+#[test]
+fn a_repeated_content_length_goes_on_as_one_value() {
+    for bytes in [
+        &b"HTTP/1.1 200 OK\r\nContent-Length: 3, 3\r\n\r\nabc"[..],
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 3,3 , 3\r\n\r\nabc",
+    ] {
+        let head = head_of(bytes);
+        assert_eq!(head.framing, ResponseFraming::Length(3));
+        let values: Vec<_> = head
+            .parts
+            .headers
+            .get_all("content-length")
+            .iter()
+            .collect();
+        assert_eq!(values, ["3"], "{}", String::from_utf8_lossy(bytes));
+    }
 }
 
 #[test]
@@ -780,13 +839,13 @@ fn malformed_size_lines_are_refused() {
 }
 
 #[test]
-fn a_size_line_over_1_kib_is_refused_while_it_arrives() {
+fn a_size_line_over_the_extension_limit_is_refused_while_it_arrives() {
     let mut line = b"1;".to_vec();
-    line.resize(1100, b'x');
+    line.resize(MAX_SIZE_LINE + 100, b'x');
     let mut decoder = ChunkedDecoder::default();
     let mut buf = BytesMut::new();
     let mut result = Ok(None);
-    for piece in line.chunks(100) {
+    for piece in line.chunks(1000) {
         buf.extend_from_slice(piece);
         result = decoder.decode(&mut buf);
         if result.is_err() {
@@ -796,17 +855,73 @@ fn a_size_line_over_1_kib_is_refused_while_it_arrives() {
     assert_eq!(result, Err(H1Error::Chunked));
     // A long size line that is still under the limit is waited for.
     let mut decoder = ChunkedDecoder::default();
-    let mut buf = BytesMut::from(&line[..1000]);
+    let mut buf = BytesMut::from(&line[..MAX_EXTENSIONS]);
     assert_eq!(decoder.decode(&mut buf), Ok(None));
 }
 
 #[test]
-fn a_size_line_over_1_kib_is_refused_even_when_it_arrives_whole() {
+fn a_size_line_over_the_extension_limit_is_refused_even_when_it_arrives_whole() {
     let mut bytes = b"1;".to_vec();
-    bytes.resize(2048, b'x');
+    bytes.resize(MAX_SIZE_LINE + 1, b'x');
     bytes.extend_from_slice(b"\r\na\r\n0\r\n\r\n");
     let (out, _) = decode_all(&bytes);
     assert_eq!(out, Err(H1Error::Chunked));
+}
+
+/// Issue 9, defect 4: a valid 2 KiB chunk extension was refused by a 1 KiB size-line limit,
+/// losing a response hyper's own client accepts.
+#[test]
+fn a_two_kib_chunk_extension_is_accepted_as_hyper_accepts_it() {
+    let mut bytes = b"3;ext=".to_vec();
+    bytes.resize(2048, b'e');
+    bytes.extend_from_slice(b"\r\nabc\r\n0\r\n\r\n");
+    let (out, rest) = decode_all(&bytes);
+    assert_eq!(
+        out.unwrap(),
+        vec![Decoded::Data(Bytes::from_static(b"abc")), Decoded::End]
+    );
+    assert!(rest.is_empty());
+}
+
+#[test]
+fn extensions_are_limited_over_the_whole_body_like_hyper() {
+    // 20 chunks with 1 KiB of extensions each: 20 KiB in all, over hyper's 16 KiB.
+    let mut bytes = Vec::new();
+    for _ in 0..20 {
+        bytes.extend_from_slice(b"1;e=");
+        bytes.resize(bytes.len() + 1020, b'x');
+        bytes.extend_from_slice(b"\r\nz\r\n");
+    }
+    bytes.extend_from_slice(b"0\r\n\r\n");
+    let (out, _) = decode_all(&bytes);
+    assert_eq!(out, Err(H1Error::Chunked));
+    // 15 of them (15 KiB) fit.
+    let cut = bytes.len() / 20 * 15;
+    let mut fits = bytes[..cut].to_vec();
+    fits.extend_from_slice(b"0\r\n\r\n");
+    let (out, _) = decode_all(&fits);
+    assert_eq!(out.unwrap().last(), Some(&Decoded::End));
+}
+
+/// Issue 9, defect 3: a valid trailer section of 40 fields was lost to a fixed array of 32.
+#[test]
+fn forty_trailer_fields_are_kept() {
+    let mut bytes = b"0\r\n".to_vec();
+    for i in 0..40 {
+        bytes.extend_from_slice(format!("x-t{i}: {i}\r\n").as_bytes());
+    }
+    bytes.extend_from_slice(b"\r\n");
+    let (out, rest) = decode_all(&bytes);
+    let out = out.unwrap();
+    assert!(matches!(&out[0], Decoded::Trailers(t) if t.len() == 40 && t["x-t39"] == "39"));
+    assert!(rest.is_empty());
+    // Past hyper's 100 fields the section is refused, not silently cut.
+    let mut many = b"0\r\n".to_vec();
+    for i in 0..=MAX_RESPONSE_HEADERS {
+        many.extend_from_slice(format!("x-t{i}: {i}\r\n").as_bytes());
+    }
+    many.extend_from_slice(b"\r\n");
+    assert_eq!(decode_all(&many).0, Err(H1Error::Trailers));
 }
 
 #[test]
@@ -955,7 +1070,7 @@ proptest! {
             let end = (fed + piece).min(stream.len());
             buf.extend_from_slice(&stream[fed..end]);
             fed = end;
-            found = parse_response_head(&mut buf, &Method::POST).unwrap();
+            found = parse_response_head(&mut buf, &Method::POST, false).unwrap();
         }
         let head = found.unwrap();
         buf.extend_from_slice(&stream[fed..]);
@@ -978,7 +1093,7 @@ proptest! {
     ) {
         let mut buf = BytesMut::from(&[head, &bytes[..]].concat()[..]);
         let before = buf.clone();
-        if let Ok(None) = parse_response_head(&mut buf, &Method::GET) {
+        if let Ok(None) = parse_response_head(&mut buf, &Method::GET, false) {
             // A partial head is left alone (interim responses aside).
             prop_assert!(buf.len() <= before.len());
         }

@@ -2,7 +2,9 @@
 //!
 //! Pure functions over byte buffers (no I/O), so that every framing decision, the part of a
 //! proxy where a mistake lets one user's answer leak into another's, is unit- and
-//! property-tested on its own. The I/O around them is [`super::exchange`].
+//! property-tested on its own. The I/O around them is `super::exchange`. It also owns the
+//! hop-by-hop field names (`is_hop_by_hop_name`), a property of HTTP/1.1 connections that the
+//! pipeline's header policy (`proxy::headers`) reuses.
 //!
 //! Why not hyper's client: it runs every upstream connection as its own task and hands each
 //! request and response across channels, which cost about a third of cookiegate's instructions
@@ -17,17 +19,54 @@ use bytes::{BufMut, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, HOST, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, StatusCode, Version};
 
-use super::headers;
+/// Hop-by-hop headers (RFC 9110 §7.6.1, plus the legacy `Proxy-Connection` and `Keep-Alive`
+/// of RFC 2068 §19.7.1): they describe one connection and never cross a proxy. The code tests
+/// names with [`is_hop_by_hop_name`]; this list form is what a test holds it to.
+#[cfg(test)]
+pub(crate) static HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+    http::header::TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+];
 
-/// Most header fields accepted in an upstream response head (hyper's default too).
+/// [`HOP_BY_HOP`] as a `match`, which tests most names with one length comparison; a test
+/// keeps the two equal.
+pub(crate) fn is_hop_by_hop_name(name: &str) -> bool {
+    matches!(
+        name,
+        "connection"
+            | "keep-alive"
+            | "proxy-connection"
+            | "proxy-authenticate"
+            | "proxy-authorization"
+            | "te"
+            | "trailer"
+            | "transfer-encoding"
+            | "upgrade"
+    )
+}
+
+/// Most header fields accepted in an upstream response head or trailer section (hyper's
+/// default too).
 pub const MAX_RESPONSE_HEADERS: usize = 100;
 
 /// Largest upstream response head, in bytes. nginx's default is 4-8 KiB (`proxy_buffer_size`);
 /// this leaves room for many large `Set-Cookie` fields.
 pub const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 
-/// Longest chunk size line (size and extensions), in bytes.
-const MAX_SIZE_LINE: usize = 1024;
+/// Chunk extension bytes accepted in one body, all size lines together: hyper's limit
+/// (`CHUNKED_EXTENSIONS_LIMIT`), so whatever hyper's own client would take, this takes too.
+/// Extensions are skipped, never passed on.
+const MAX_EXTENSIONS: usize = 16 * 1024;
+
+/// Longest chunk size line: 16 hex digits, the extensions, CRLF.
+const MAX_SIZE_LINE: usize = MAX_EXTENSIONS + 32;
 
 /// Largest trailer section of a chunked response.
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -48,8 +87,9 @@ pub enum H1Error {
     /// `Transfer-Encoding` on an HTTP/1.0 response.
     #[error("Transfer-Encoding in an HTTP/1.0 response")]
     TransferEncoding,
-    /// `101 Switching Protocols`, never asked for (cookiegate sends no `Upgrade`).
-    #[error("unexpected 101 Switching Protocols")]
+    /// `101 Switching Protocols` to a request that did not ask for an upgrade, or without
+    /// `Upgrade` and `Connection: upgrade`.
+    #[error("unexpected or invalid 101 Switching Protocols")]
     Upgrade,
     /// A chunk size line or chunk delimiter is malformed.
     #[error("malformed chunked body")]
@@ -171,6 +211,9 @@ pub enum ResponseFraming {
     Chunked,
     /// Everything until the upstream closes the connection.
     Close,
+    /// `101 Switching Protocols` to a request that asked for it: the connection now carries
+    /// the new protocol's bytes, to be handed over whole.
+    Switched,
 }
 
 /// A parsed response head.
@@ -191,11 +234,16 @@ pub struct ResponseHead {
 /// removes what it used. Hop-by-hop fields are read for the framing and the connection's
 /// future, then left out of the head. `Ok(None)`: the head is not complete yet (nothing is removed).
 ///
+/// `upgrade` says the request asked to switch protocols (it sent `Upgrade`): then, and only
+/// then, a `101` with `Upgrade` and a `Connection` list holding `upgrade` (RFC 9110 §7.8) is a
+/// valid answer, framed [`ResponseFraming::Switched`], with its `Upgrade` field kept.
+///
 /// # Errors
 /// [`H1Error`] when the bytes cannot be a response head or its framing is ambiguous.
 pub fn parse_response_head(
     buf: &mut BytesMut,
     method: &Method,
+    upgrade: bool,
 ) -> Result<Option<ResponseHead>, H1Error> {
     loop {
         let mut fields =
@@ -220,10 +268,11 @@ pub fn parse_response_head(
         }
         let code = res.code.ok_or(H1Error::Head)?;
         let status = StatusCode::from_u16(code).map_err(|_| H1Error::Head)?;
-        if status == StatusCode::SWITCHING_PROTOCOLS {
+        let switching = status == StatusCode::SWITCHING_PROTOCOLS;
+        if switching && !upgrade {
             return Err(H1Error::Upgrade);
         }
-        if status.is_informational() {
+        if status.is_informational() && !switching {
             // 100 Continue, 103 Early Hints…: nothing to pass on; the real answer follows.
             let _ = buf.split_to(len);
             continue;
@@ -253,6 +302,10 @@ pub fn parse_response_head(
         let mut framing = Framing::default();
         let mut reusable = http_11;
         let mut saw_close = false;
+        let mut saw_upgrade_token = false;
+        let mut upgrade_field = None;
+        // `Content-Length` fields, or one that is a list: sent on as one value (RFC 9110 §8.6).
+        let mut length_fields = 0usize;
         // `Connection` values that name other fields, which are hop-by-hop too.
         let mut listing = Vec::new();
         for &(name_at, name_len, value_at, value_len) in &spans {
@@ -267,6 +320,7 @@ pub fn parse_response_head(
                 } else if !http_11 {
                     reusable = has_token(value.as_bytes(), b"keep-alive");
                 }
+                saw_upgrade_token |= has_token(value.as_bytes(), b"upgrade");
                 if lists_fields(value.as_bytes()) {
                     listing.push(value);
                 }
@@ -274,19 +328,56 @@ pub fn parse_response_head(
             }
             if name == CONTENT_LENGTH {
                 framing.length(value.as_bytes())?;
+                length_fields += if value.as_bytes().contains(&b',') {
+                    2
+                } else {
+                    1
+                };
             } else if name == http::header::TRANSFER_ENCODING {
                 framing.transfer_encoding(value.as_bytes());
+            } else if switching && name == http::header::UPGRADE {
+                upgrade_field = Some(value);
+                continue;
             }
             // Hop-by-hop fields describe this connection, which ends here; they are dropped as
             // they are read instead of being inserted and removed again by the response policy
             // (`headers::to_client`, which the proxy still applies, finds nothing left to do).
-            if headers::is_hop_by_hop_name(name.as_str()) {
+            if is_hop_by_hop_name(name.as_str()) {
                 continue;
             }
             headers.append(name, value);
         }
         if !listing.is_empty() {
-            headers::strip_connection_listed(&mut headers, &listing);
+            strip_connection_listed(&mut headers, &listing);
+        }
+        if length_fields > 1 {
+            // `Content-Length: 30, 30` or two equal fields: valid (`Framing::length` checked
+            // they agree), but a recipient may treat a list as an error, so one value goes on.
+            if let Some(len) = framing.length {
+                headers.insert(CONTENT_LENGTH, HeaderValue::from(len));
+            }
+        }
+
+        if switching {
+            // RFC 9110 §7.8: the server names the protocol it switches to in `Upgrade` and
+            // lists `upgrade` in `Connection`; anything less is not a switch we can relay.
+            let Some(protocol) = upgrade_field.filter(|_| saw_upgrade_token) else {
+                return Err(H1Error::Upgrade);
+            };
+            headers.remove(CONTENT_LENGTH);
+            headers.insert(http::header::UPGRADE, protocol);
+            let (mut parts, ()) = http::Response::builder()
+                .status(status)
+                .version(Version::HTTP_11)
+                .body(())
+                .map_err(|_| H1Error::Head)?
+                .into_parts();
+            parts.headers = headers;
+            return Ok(Some(ResponseHead {
+                parts,
+                framing: ResponseFraming::Switched,
+                reusable: false,
+            }));
         }
 
         let framing = if status == StatusCode::NO_CONTENT
@@ -389,8 +480,19 @@ fn lists_fields(value: &[u8]) -> bool {
     })
 }
 
+/// Drops every field named in one of the `connection` values (RFC 9110 §7.6.1).
+fn strip_connection_listed(headers: &mut HeaderMap, connection: &[HeaderValue]) {
+    for value in connection {
+        for token in value.as_bytes().split(|&b| b == b',') {
+            if let Ok(name) = HeaderName::from_bytes(token.trim_ascii()) {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
 /// Whether a comma-separated list holds `token` (ASCII case-insensitive).
-fn has_token(list: &[u8], token: &[u8]) -> bool {
+pub(crate) fn has_token(list: &[u8], token: &[u8]) -> bool {
     list.split(|&b| b == b',')
         .any(|item| item.trim_ascii().eq_ignore_ascii_case(token))
 }
@@ -410,6 +512,8 @@ pub enum Decoded {
 #[derive(Debug, Default)]
 pub struct ChunkedDecoder {
     state: ChunkState,
+    /// Size-line bytes beyond the digits and CRLF (extensions, whitespace) seen so far.
+    extensions: usize,
 }
 
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -447,6 +551,12 @@ impl ChunkedDecoder {
                             return Err(H1Error::Chunked);
                         }
                         Ok(httparse::Status::Complete((used, size))) => {
+                            // Whatever is not a digit or the CRLF: extensions and padding.
+                            let digits = buf.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+                            self.extensions += used.saturating_sub(digits + 2);
+                            if self.extensions > MAX_EXTENSIONS {
+                                return Err(H1Error::Chunked);
+                            }
                             let _ = buf.split_to(used);
                             self.state = if size == 0 {
                                 ChunkState::Trailers
@@ -520,7 +630,9 @@ impl ChunkedDecoder {
 }
 
 fn parse_trailers(section: &Bytes) -> Result<HeaderMap, H1Error> {
-    let mut fields = [httparse::EMPTY_HEADER; 32];
+    // As many fields as a head may have: a valid trailer section is never lost to a smaller
+    // array (`httparse` fails a section with more fields than room).
+    let mut fields = [httparse::EMPTY_HEADER; MAX_RESPONSE_HEADERS];
     let fields = match httparse::parse_headers(section, &mut fields) {
         Ok(httparse::Status::Complete((_, fields))) => fields,
         _ => return Err(H1Error::Trailers),
