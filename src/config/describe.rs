@@ -1,0 +1,69 @@
+//! The route table `cookiegate check` prints when the config is valid.
+
+use super::Config;
+use crate::auth::AuthMode;
+use crate::guard::csrf::CsrfMode;
+
+impl Config {
+    /// The route table as `cookiegate check` prints it.
+    pub fn describe(&self) -> String {
+        use std::fmt::Write as _;
+        let mut out = format!("listen {}\n", self.listen);
+        let csrf = match &self.csrf.mode {
+            CsrfMode::Origin => "origin".to_string(),
+            CsrfMode::Header(name) => format!("header {name}"),
+            CsrfMode::Off => "off".to_string(),
+        };
+        let _ = writeln!(out, "csrf {csrf}");
+        match &self.rate_limit {
+            Some(r) => {
+                let _ = writeln!(
+                    out,
+                    "rate_limit {}/s burst {} by {}",
+                    r.per_second,
+                    r.burst,
+                    r.key.as_str()
+                );
+            }
+            None => out.push_str("rate_limit off\n"),
+        }
+        let rows: Vec<[String; 6]> = self
+            .routes
+            .in_file_order()
+            .into_iter()
+            .map(|r| {
+                [
+                    r.prefix.as_str().to_string(),
+                    r.upstream.to_string(),
+                    r.auth.as_str().to_string(),
+                    if r.auth == AuthMode::None {
+                        "-".into()
+                    } else {
+                        r.cookie.as_str().to_string()
+                    },
+                    r.methods.describe(),
+                    r.max_body.to_string(),
+                ]
+            })
+            .collect();
+        let header = [
+            "PREFIX", "UPSTREAM", "AUTH", "COOKIE", "METHODS", "MAX_BODY",
+        ];
+        let mut widths = header.map(str::len);
+        for row in &rows {
+            for (w, cell) in widths.iter_mut().zip(row) {
+                *w = (*w).max(cell.len());
+            }
+        }
+        for row in std::iter::once(header.map(String::from)).chain(rows) {
+            let line = row
+                .iter()
+                .zip(widths)
+                .map(|(cell, w)| format!("{cell:<w$}"))
+                .collect::<Vec<_>>()
+                .join("  ");
+            let _ = writeln!(out, "{}", line.trim_end());
+        }
+        out
+    }
+}

@@ -1,0 +1,119 @@
+//! Where the configuration comes from: a file, `$COOKIEGATE_CONFIG`, zero-config flags, or
+//! `$BACKEND_URL`, in that order ([`Source::choose`]).
+
+use std::path::PathBuf;
+
+use super::file::{self, FileConfig, RouteFile};
+use super::{Config, ConfigError};
+
+/// Environment values the config may read, passed in so tests never touch the process
+/// environment.
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    /// `$COOKIEGATE_CONFIG`.
+    pub config_path: Option<PathBuf>,
+    /// `$BACKEND_URL`.
+    pub backend_url: Option<String>,
+}
+
+impl Env {
+    /// Reads the real process environment.
+    pub fn from_process() -> Self {
+        Self {
+            config_path: std::env::var_os("COOKIEGATE_CONFIG")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from),
+            backend_url: std::env::var("BACKEND_URL").ok().filter(|v| !v.is_empty()),
+        }
+    }
+}
+
+/// The zero-config flags: one route built from the command line.
+#[derive(Debug, Clone, Default)]
+pub struct ZeroConfig {
+    /// `--upstream` (falls back to `$BACKEND_URL`).
+    pub upstream: Option<String>,
+    /// `--listen`.
+    pub listen: Option<String>,
+    /// `--cookie`.
+    pub cookie: Option<String>,
+    /// `--prefix`.
+    pub prefix: Option<String>,
+}
+
+impl ZeroConfig {
+    /// The file model these flags stand for.
+    pub fn to_file(&self, env: &Env) -> FileConfig {
+        FileConfig {
+            listen: self.listen.clone(),
+            routes: vec![RouteFile {
+                prefix: Some(
+                    self.prefix
+                        .clone()
+                        .unwrap_or_else(|| file::DEFAULT_PREFIX.into()),
+                ),
+                upstream: self.upstream.clone().or_else(|| env.backend_url.clone()),
+                cookie: self.cookie.clone(),
+                ..RouteFile::default()
+            }],
+            ..FileConfig::default()
+        }
+    }
+}
+
+/// Where `cookiegate` (run or check) gets its configuration, in order: `--config`, then
+/// `$COOKIEGATE_CONFIG`, then zero-config flags (`--upstream`), then `./cookiegate.toml`, then
+/// `$BACKEND_URL` alone.
+#[derive(Debug, Clone)]
+pub enum Source {
+    /// A TOML file.
+    File(PathBuf),
+    /// One route from flags and the environment.
+    Flags(ZeroConfig),
+}
+
+impl Source {
+    /// Picks the source.
+    ///
+    /// # Errors
+    /// [`ConfigError::Missing`] when nothing says where to proxy to.
+    pub fn choose(
+        config: Option<PathBuf>,
+        flags: ZeroConfig,
+        env: &Env,
+    ) -> Result<Self, ConfigError> {
+        if let Some(path) = config.or_else(|| env.config_path.clone()) {
+            return Ok(Self::File(path));
+        }
+        if flags.upstream.is_some() {
+            return Ok(Self::Flags(flags));
+        }
+        let local = PathBuf::from("cookiegate.toml");
+        if local.is_file() {
+            return Ok(Self::File(local));
+        }
+        if env.backend_url.is_some() {
+            return Ok(Self::Flags(flags));
+        }
+        Err(ConfigError::Missing)
+    }
+
+    /// Loads and validates the chosen source.
+    ///
+    /// # Errors
+    /// Any [`ConfigError`].
+    pub fn load(&self, env: &Env) -> Result<Config, ConfigError> {
+        match self {
+            Self::File(path) => Config::load(path),
+            Self::Flags(flags) => Config::from_file(flags.to_file(env)),
+        }
+    }
+
+    /// A short name for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            Self::File(path) => path.display().to_string(),
+            Self::Flags(_) => "command-line flags".into(),
+        }
+    }
+}
