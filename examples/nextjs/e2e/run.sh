@@ -31,10 +31,13 @@ step "npm ci (app, e2e)"
 (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error)
 
 step "cargo build --release (cookiegate, nextjs-backend)"
-(cd "$root" && cargo build --release --locked --quiet --bin cookiegate --example nextjs-backend)
-target_dir="${CARGO_TARGET_DIR:-$root/target}"
+# One cargo run for both packages of the workspace, so the crates they share build once.
+(cd "$root" && cargo build --release --locked --quiet -p cookiegate --bin cookiegate -p nextjs-backend --bin nextjs-backend)
+# Where cargo put them: $CARGO_TARGET_DIR when set (relative to the root, as cargo reads it).
+target_dir="${CARGO_TARGET_DIR:-target}"
+case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
 cookiegate="$target_dir/release/cookiegate"
-backend="$target_dir/release/examples/nextjs-backend"
+backend="$target_dir/release/nextjs-backend"
 
 rm -rf "$run"
 mkdir -p "$run"

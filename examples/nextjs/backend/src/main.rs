@@ -1,9 +1,10 @@
 //! The example backend API behind `examples/nextjs/`: a small FastAPI-style service, in Rust, that
-//! only understands `Authorization: Bearer <token>` and never a cookie.
+//! only understands `Authorization: Bearer <token>` and never a cookie. A workspace package of its
+//! own (`nextjs-backend`); it does not use the cookiegate library.
 //!
 //! ```sh
-//! cargo run --release --example nextjs-backend                 # http://127.0.0.1:8000
-//! cargo run --release --example nextjs-backend -- --listen 127.0.0.1:8001 --auth-log /tmp/auth.log
+//! cargo run --release -p nextjs-backend                 # http://127.0.0.1:8000
+//! cargo run --release -p nextjs-backend -- --listen 127.0.0.1:8001 --auth-log /tmp/auth.log
 //! ```
 //!
 //! `--listen` falls back to `$BACKEND_LISTEN`, then `127.0.0.1:$PORT`, then `127.0.0.1:8000`.
@@ -22,10 +23,14 @@
 //!
 //! Errors are FastAPI's shape, `{"detail": "..."}`: 401 without a valid bearer, 404, 405, 413, 422.
 //!
-//! Tokens are 256 random bits from the kernel (`/dev/urandom`), issued by `POST /auth/token` to
-//! the Next.js login handler (server to server), kept in memory with an expiry, and revoked on
-//! logout: a real opaque-token scheme, minus persistence. The users are fixed demo accounts
-//! (`ada`/`lovelace`, `grace`/`hopper`, `alan`/`turing`).
+//! Tokens are 256 random bits from the operating system's CSPRNG (`getrandom`), issued by
+//! `POST /auth/token` to the Next.js login handler (server to server), kept in memory with an
+//! expiry, and revoked on logout: a real opaque-token scheme, minus persistence. The users are
+//! fixed demo accounts (`ada`/`lovelace`, `grace`/`hopper`, `alan`/`turing`); passwords are
+//! compared in constant time (`subtle`).
+//!
+//! Request bodies are read as they arrive and bounded: JSON bodies to 64 KiB, uploads (parsed by
+//! `multer` while they stream in) to 10 MiB.
 //!
 //! Each request is logged to stderr with its bearer shortened to 6 characters. `--auth-log FILE`
 //! (for the end-to-end test only) also appends the **full** `Authorization` value of every request
@@ -40,29 +45,33 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::fmt::Write as _;
-use std::io::{Read as _, Write as _};
-use std::net::SocketAddr;
+use std::io::Write as _;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cookiegate::demo::{EventBody, word_events};
-use http::header::{AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, HeaderValue, LOCATION};
+use clap::{CommandFactory as _, Parser};
+use http::header::{
+    AUTHORIZATION, CACHE_CONTROL, CONTENT_DISPOSITION, CONTENT_TYPE, ETAG, HeaderValue, LOCATION,
+};
 use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::channel::Channel;
 use http_body_util::{BodyExt, Either, Full, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use hyper::body::{Body, Incoming};
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde::Deserialize;
 use serde_json::{Value, json};
+use subtle::ConstantTimeEq as _;
 use tokio::net::TcpListener;
 use tokio::task::JoinSet;
 
 /// JSON bodies are read whole, so they are bounded.
 const MAX_JSON: usize = 64 * 1024;
 /// A multipart upload, whole (the file and its envelope).
-const MAX_UPLOAD: usize = 10 * 1024 * 1024;
+const MAX_UPLOAD: u64 = 10 * 1024 * 1024;
 /// All stored files together; older files are dropped to make room.
 const MAX_STORED: usize = 64 * 1024 * 1024;
 /// How long an issued token is valid.
@@ -74,27 +83,56 @@ const MAX_TITLE: usize = 200;
 /// The demo accounts: user name and password.
 const USERS: &[(&str, &str)] = &[("ada", "lovelace"), ("grace", "hopper"), ("alan", "turing")];
 
-/// Every answer: a fixed body, or a stream of SSE events.
-type ApiBody = Either<Full<Bytes>, EventBody>;
+/// Every answer: a fixed body, or a stream of SSE events fed by a producer task.
+type ApiBody = Either<Full<Bytes>, Channel<Bytes>>;
+
+/// The example backend API behind cookiegate's Next.js example: it only understands
+/// `Authorization: Bearer <token>`, never a cookie.
+#[derive(Parser)]
+#[command(name = "nextjs-backend")]
+struct Options {
+    /// Address to listen on [default: 127.0.0.1:$PORT if PORT is set, else 127.0.0.1:8000]
+    #[arg(long, value_name = "ADDR", env = "BACKEND_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// Also append the full `Authorization` value of every request to FILE (for the end-to-end
+    /// test only: it writes whole tokens)
+    #[arg(long, value_name = "FILE")]
+    auth_log: Option<PathBuf>,
+}
+
+impl Options {
+    /// `--listen`, else `$BACKEND_LISTEN`, else `127.0.0.1:$PORT`, else `127.0.0.1:8000`.
+    fn listen(&self) -> Result<SocketAddr, String> {
+        if let Some(addr) = self.listen {
+            return Ok(addr);
+        }
+        let port = match std::env::var("PORT") {
+            Ok(port) => port
+                .parse()
+                .map_err(|_| format!("PORT=`{port}` is not a port number"))?,
+            Err(_) => 8000,
+        };
+        Ok(SocketAddr::from((Ipv4Addr::LOCALHOST, port)))
+    }
+}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let options = match Options::parse(std::env::args().skip(1)) {
-        Ok(options) => options,
-        Err(message) => {
-            eprintln!("nextjs-backend: {message}");
-            eprintln!("usage: nextjs-backend [--listen ADDR] [--auth-log FILE]");
-            return std::process::ExitCode::from(2);
-        }
+    let options = Options::parse();
+    let listen = match options.listen() {
+        Ok(listen) => listen,
+        Err(message) => Options::command()
+            .error(clap::error::ErrorKind::ValueValidation, message)
+            .exit(),
     };
-    let listener = match TcpListener::bind(options.listen).await {
+    let listener = match TcpListener::bind(listen).await {
         Ok(listener) => listener,
         Err(err) => {
-            eprintln!("nextjs-backend: cannot listen on {}: {err}", options.listen);
+            eprintln!("nextjs-backend: cannot listen on {listen}: {err}");
             return std::process::ExitCode::FAILURE;
         }
     };
-    eprintln!("nextjs-backend: listening on http://{}", options.listen);
+    eprintln!("nextjs-backend: listening on http://{listen}");
     let state = Arc::new(State {
         store: Mutex::default(),
         auth_log: options.auth_log,
@@ -128,38 +166,10 @@ async fn main() -> std::process::ExitCode {
             _ = tokio::signal::ctrl_c() => break,
         }
     }
-    // Dropping the set aborts every connection, and with it every SSE producer.
+    // Dropping the set aborts every connection; the SSE producers stop at their next event, whose
+    // body is gone (and with the runtime, when `main` returns).
     drop(connections);
     std::process::ExitCode::SUCCESS
-}
-
-/// Command-line options.
-struct Options {
-    listen: SocketAddr,
-    auth_log: Option<PathBuf>,
-}
-
-impl Options {
-    fn parse(mut args: impl Iterator<Item = String>) -> Result<Self, String> {
-        let mut listen = std::env::var("BACKEND_LISTEN")
-            .ok()
-            .or_else(|| std::env::var("PORT").ok().map(|p| format!("127.0.0.1:{p}")))
-            .unwrap_or_else(|| "127.0.0.1:8000".into());
-        let mut auth_log = None;
-        while let Some(arg) = args.next() {
-            match arg.as_str() {
-                "--listen" => listen = args.next().ok_or("--listen needs an address")?,
-                "--auth-log" => {
-                    auth_log = Some(PathBuf::from(args.next().ok_or("--auth-log needs a file")?));
-                }
-                other => return Err(format!("unknown argument `{other}`")),
-            }
-        }
-        let listen = listen
-            .parse()
-            .map_err(|_| format!("`{listen}` is not an address like 127.0.0.1:8000"))?;
-        Ok(Self { listen, auth_log })
-    }
 }
 
 /// Shared by every connection.
@@ -339,7 +349,8 @@ async fn issue_token(state: &State, req: Request<Incoming>) -> Response<ApiBody>
         Err(res) => return res,
     };
     let known = USERS.iter().any(|(user, password)| {
-        *user == credentials.username && constant_time_eq(password, &credentials.password)
+        *user == credentials.username
+            && bool::from(password.as_bytes().ct_eq(credentials.password.as_bytes()))
     });
     if !known {
         return detail(StatusCode::UNAUTHORIZED, "Incorrect username or password");
@@ -347,7 +358,7 @@ async fn issue_token(state: &State, req: Request<Incoming>) -> Response<ApiBody>
     let token = match random_token() {
         Ok(token) => token,
         Err(err) => {
-            eprintln!("nextjs-backend: cannot read /dev/urandom: {err}");
+            eprintln!("nextjs-backend: no random bytes from the OS: {err}");
             return detail(StatusCode::INTERNAL_SERVER_ERROR, "Internal Server Error");
         }
     };
@@ -373,19 +384,10 @@ async fn issue_token(state: &State, req: Request<Incoming>) -> Response<ApiBody>
     )
 }
 
-/// Compares two secrets without stopping at the first difference.
-fn constant_time_eq(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
-}
-
-/// 256 bits from the kernel's CSPRNG, as 64 lowercase hex digits (cookie- and header-safe).
-fn random_token() -> std::io::Result<String> {
+/// 256 bits from the OS's CSPRNG, as 64 lowercase hex digits (cookie- and header-safe).
+fn random_token() -> Result<String, getrandom::Error> {
     let mut bytes = [0u8; 32];
-    std::fs::File::open("/dev/urandom")?.read_exact(&mut bytes)?;
+    getrandom::fill(&mut bytes)?;
     let mut token = String::with_capacity(64);
     for b in bytes {
         let _ = write!(token, "{b:02x}");
@@ -500,25 +502,28 @@ async fn upload(state: &State, user: &str, req: Request<Incoming>) -> Response<A
         .headers()
         .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .and_then(multipart_boundary)
+        .and_then(|v| multer::parse_boundary(v).ok())
     else {
         return detail(
             StatusCode::UNPROCESSABLE_ENTITY,
             "expected multipart/form-data with a boundary",
         );
     };
-    let body = match Limited::new(req.into_body(), MAX_UPLOAD).collect().await {
-        Ok(collected) => collected.to_bytes(),
-        Err(err) if err.is::<LengthLimitError>() => {
+    let part = match file_part(req.into_body(), boundary, MAX_UPLOAD).await {
+        Ok(Some(part)) => part,
+        Ok(None) => return detail(StatusCode::UNPROCESSABLE_ENTITY, "no `file` part"),
+        Err(multer::Error::StreamSizeExceeded { .. } | multer::Error::FieldSizeExceeded { .. }) => {
             return detail(StatusCode::PAYLOAD_TOO_LARGE, "upload larger than 10 MiB");
         }
-        Err(_) => return detail(StatusCode::BAD_REQUEST, "cannot read body"),
-    };
-    let Some(part) = multipart_parts(&body, &boundary)
-        .into_iter()
-        .find(|p| p.name == "file")
-    else {
-        return detail(StatusCode::UNPROCESSABLE_ENTITY, "no `file` part");
+        Err(multer::Error::StreamReadFailed(_)) => {
+            return detail(StatusCode::BAD_REQUEST, "cannot read body");
+        }
+        Err(err) => {
+            return detail(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                &format!("malformed multipart body: {err}"),
+            );
+        }
     };
     let file = StoredFile {
         owner: user.to_owned(),
@@ -526,7 +531,7 @@ async fn upload(state: &State, user: &str, req: Request<Incoming>) -> Response<A
         content_type: part
             .content_type
             .unwrap_or_else(|| "application/octet-stream".into()),
-        bytes: body.slice_ref(part.data),
+        bytes: part.data,
     };
     let mut answer = json!({
         "name": file.name,
@@ -545,6 +550,50 @@ async fn upload(state: &State, user: &str, req: Request<Incoming>) -> Response<A
     };
     answer["id"] = json!(id);
     json_response(StatusCode::CREATED, &answer)
+}
+
+/// The `file` part of an upload.
+#[derive(Debug)]
+struct FilePart {
+    filename: Option<String>,
+    /// The part's own `Content-Type`, as sent.
+    content_type: Option<String>,
+    /// Exactly the bytes sent: binary is never decoded.
+    data: Bytes,
+}
+
+/// The first part named `file` of a multipart body (RFC 7578), parsed from `body` as it arrives,
+/// `None` without one. The body is read to its end (later parts are skipped, not kept) and at
+/// most `limit` bytes of it, envelope included: beyond, `StreamSizeExceeded`.
+async fn file_part<B>(body: B, boundary: String, limit: u64) -> multer::Result<Option<FilePart>>
+where
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let constraints =
+        multer::Constraints::new().size_limit(multer::SizeLimit::new().whole_stream(limit));
+    let mut multipart =
+        multer::Multipart::with_constraints(body.into_data_stream(), boundary, constraints);
+    let mut found = None;
+    while let Some(field) = multipart.next_field().await? {
+        if found.is_some() || field.name() != Some("file") {
+            // The next `next_field` skips what is left of this one.
+            continue;
+        }
+        let filename = field.file_name().map(str::to_owned);
+        let content_type = field
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.trim().to_owned());
+        let data = field.bytes().await?;
+        found = Some(FilePart {
+            filename,
+            content_type,
+            data,
+        });
+    }
+    Ok(found)
 }
 
 /// `GET /api/files/{id}`: the bytes as uploaded, for their owner only.
@@ -567,103 +616,6 @@ fn download(state: &State, user: &str, id: u64) -> Response<ApiBody> {
         headers.insert(ETAG, etag);
     }
     res
-}
-
-/// The `boundary` parameter of a `multipart/form-data` content type.
-fn multipart_boundary(content_type: &str) -> Option<String> {
-    let mut params = content_type.split(';');
-    let essence = params.next()?.trim();
-    if !essence.eq_ignore_ascii_case("multipart/form-data") {
-        return None;
-    }
-    params.find_map(|param| {
-        let (key, value) = param.trim().split_once('=')?;
-        if !key.trim().eq_ignore_ascii_case("boundary") {
-            return None;
-        }
-        let value = value.trim().trim_matches('"');
-        // RFC 2046 §5.1.1: 1 to 70 characters.
-        (1..=70).contains(&value.len()).then(|| value.to_owned())
-    })
-}
-
-/// One part of a multipart body.
-#[derive(Debug)]
-struct Part<'a> {
-    name: String,
-    filename: Option<String>,
-    content_type: Option<String>,
-    data: &'a [u8],
-}
-
-/// The parts of a multipart body (RFC 7578), ignoring anything malformed. Each part's data is
-/// the exact bytes between its blank line and the next delimiter: binary is never decoded.
-fn multipart_parts<'a>(body: &'a [u8], boundary: &str) -> Vec<Part<'a>> {
-    let delimiter = [b"\r\n--", boundary.as_bytes()].concat();
-    // The first delimiter may open the body without the CRLF in front of it.
-    let Some(first) = find(body, &delimiter[2..]) else {
-        return Vec::new();
-    };
-    let mut rest = &body[first + delimiter.len() - 2..];
-    let mut parts = Vec::new();
-    loop {
-        if rest.starts_with(b"--") {
-            break;
-        }
-        let Some(after_line) = find(rest, b"\r\n").map(|i| &rest[i + 2..]) else {
-            break;
-        };
-        let Some(head_end) = find(after_line, b"\r\n\r\n") else {
-            break;
-        };
-        let head = &after_line[..head_end];
-        let content = &after_line[head_end + 4..];
-        let Some(end) = find(content, &delimiter) else {
-            break;
-        };
-        if let Some(part) = parse_part_head(head, &content[..end]) {
-            parts.push(part);
-        }
-        rest = &content[end + delimiter.len()..];
-    }
-    parts
-}
-
-fn parse_part_head<'a>(head: &[u8], data: &'a [u8]) -> Option<Part<'a>> {
-    let head = std::str::from_utf8(head).ok()?;
-    let mut name = None;
-    let mut filename = None;
-    let mut content_type = None;
-    for line in head.split("\r\n") {
-        let Some((key, value)) = line.split_once(':') else {
-            continue;
-        };
-        if key.trim().eq_ignore_ascii_case("content-disposition") {
-            for param in value.split(';').skip(1) {
-                let Some((k, v)) = param.trim().split_once('=') else {
-                    continue;
-                };
-                let v = v.trim().trim_matches('"').to_owned();
-                match k.trim().to_ascii_lowercase().as_str() {
-                    "name" => name = Some(v),
-                    "filename" => filename = Some(v),
-                    _ => {}
-                }
-            }
-        } else if key.trim().eq_ignore_ascii_case("content-type") {
-            content_type = Some(value.trim().to_owned());
-        }
-    }
-    Some(Part {
-        name: name?,
-        filename,
-        content_type,
-        data,
-    })
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
 }
 
 /// A file name safe to put back in a quoted `Content-Disposition`: no quotes, no path, no
@@ -714,7 +666,42 @@ async fn chatkit(state: &State, user: &str, req: Request<Incoming>) -> Response<
          appeared one by one, nothing on the way buffered them.",
         s = if open == 1 { "" } else { "s" },
     );
-    word_events(reply, "token", TOKEN_PAUSE)
+    word_events(reply, TOKEN_PAUSE)
+}
+
+/// A `text/event-stream` answer: each word of `reply` (with the space before it) as a `token`
+/// event, `{"token": "..."}`, `pause` apart, then a `done` event. Each event is its own frame; a
+/// producer task sends them and stops at the first one nobody receives (the client went away).
+fn word_events(reply: String, pause: Duration) -> Response<ApiBody> {
+    let (mut tx, body) = Channel::new(16);
+    tokio::spawn(async move {
+        for (i, word) in reply.split(' ').enumerate() {
+            let text = if i == 0 {
+                word.to_owned()
+            } else {
+                format!(" {word}")
+            };
+            if tx
+                .send_data(sse("token", &json!({ "token": text })))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(pause).await;
+        }
+        let _ = tx.send_data(sse("done", &json!({}))).await;
+    });
+    let mut res = Response::new(Either::Right(body));
+    let headers = res.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    res
+}
+
+/// One SSE event with a JSON `data` line.
+fn sse(event: &str, data: &Value) -> Bytes {
+    Bytes::from(format!("event: {event}\ndata: {data}\n\n"))
 }
 
 /// Reads and decodes a JSON body of at most [`MAX_JSON`] bytes.
@@ -755,41 +742,83 @@ fn detail(status: StatusCode, message: &str) -> Response<ApiBody> {
 mod tests {
     use super::*;
 
-    #[test]
-    fn multipart_keeps_every_byte_value_of_a_file_part() {
-        let data: Vec<u8> = (0..=255u8).chain(b"\r\n--not-it".iter().copied()).collect();
+    /// A multipart body with a text part, then a `file` part holding `data`.
+    fn two_parts(data: &[u8]) -> Vec<u8> {
         let mut body = b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n\
                          --XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a b.bin\"\r\n\
                          Content-Type: application/octet-stream\r\n\r\n"
             .to_vec();
-        body.extend_from_slice(&data);
+        body.extend_from_slice(data);
         body.extend_from_slice(b"\r\n--XyZ--\r\n");
-        let parts = multipart_parts(&body, "XyZ");
-        assert_eq!(parts.len(), 2);
-        assert_eq!(
-            (parts[0].name.as_str(), parts[0].data),
-            ("note", &b"hi"[..])
+        body
+    }
+
+    /// `body` as a stream of `chunk`-byte pieces, as it may come off the network.
+    fn chunked(body: Vec<u8>, chunk: usize) -> Channel<Bytes> {
+        let (mut tx, rx) = Channel::new(4);
+        tokio::spawn(async move {
+            for piece in body.chunks(chunk) {
+                if tx.send_data(Bytes::copy_from_slice(piece)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        rx
+    }
+
+    #[tokio::test]
+    async fn multipart_keeps_every_byte_value_of_a_file_part() {
+        let data: Vec<u8> = (0..=255u8).chain(b"\r\n--not-it".iter().copied()).collect();
+        for chunk in [1, 7, 4096] {
+            let body = chunked(two_parts(&data), chunk);
+            let part = file_part(body, "XyZ".into(), MAX_UPLOAD)
+                .await
+                .unwrap()
+                .unwrap();
+            assert_eq!(part.filename.as_deref(), Some("a b.bin"));
+            assert_eq!(
+                part.content_type.as_deref(),
+                Some("application/octet-stream")
+            );
+            assert_eq!(part.data, &data[..], "in {chunk}-byte chunks");
+        }
+    }
+
+    #[tokio::test]
+    async fn uploads_are_bounded_and_need_a_file_part() {
+        let body = two_parts(&[b'x'; 1000]);
+        let limit = u64::try_from(body.len() - 1).unwrap();
+        let err = file_part(chunked(body, 100), "XyZ".into(), limit)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(err, multer::Error::StreamSizeExceeded { .. }),
+            "{err:?}"
         );
-        assert_eq!(parts[1].filename.as_deref(), Some("a b.bin"));
-        assert_eq!(
-            parts[1].content_type.as_deref(),
-            Some("application/octet-stream")
+        let only_note =
+            b"--XyZ\r\nContent-Disposition: form-data; name=\"note\"\r\n\r\nhi\r\n--XyZ--\r\n";
+        let body = Full::new(Bytes::from_static(only_note));
+        assert!(
+            file_part(body, "XyZ".into(), MAX_UPLOAD)
+                .await
+                .unwrap()
+                .is_none()
         );
-        assert_eq!(parts[1].data, &data[..]);
     }
 
     #[test]
     fn multipart_boundary_is_read_from_the_content_type() {
         assert_eq!(
-            multipart_boundary("multipart/form-data; boundary=----WebKitFormBoundaryA1").as_deref(),
-            Some("----WebKitFormBoundaryA1")
+            multer::parse_boundary("multipart/form-data; boundary=----WebKitFormBoundaryA1")
+                .unwrap(),
+            "----WebKitFormBoundaryA1"
         );
         assert_eq!(
-            multipart_boundary("Multipart/Form-Data; charset=x; boundary=\"q q\"").as_deref(),
-            Some("q q")
+            multer::parse_boundary("Multipart/Form-Data; charset=x; boundary=\"q q\"").unwrap(),
+            "q q"
         );
-        assert_eq!(multipart_boundary("application/json; boundary=x"), None);
-        assert_eq!(multipart_boundary("multipart/form-data"), None);
+        assert!(multer::parse_boundary("application/json; boundary=x").is_err());
+        assert!(multer::parse_boundary("multipart/form-data").is_err());
     }
 
     #[test]
