@@ -22,9 +22,6 @@
 
 mod api;
 
-/// Server-sent events from a producer task, for the demo API and the example backends.
-pub use api::{EventBody, word_events};
-
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! [`ProxyError`]: every way a request can end early, its status, and its JSON rendering; and
-//! the other answers cookiegate writes itself ([`health`]).
+//! the other answers cookiegate writes itself (the health endpoint's).
 //!
 //! Exactly one function, [`ProxyError::to_response`], turns an error into a response, even for
 //! a connection refused before HTTP is spoken ([`ProxyError::to_http1_bytes`]). The body is
@@ -194,7 +194,7 @@ impl ProxyError {
 }
 
 /// The health endpoint's answer: `200 {"status":"ok"}`.
-pub fn health() -> Response<Bytes> {
+pub(crate) fn health() -> Response<Bytes> {
     let mut res = Response::new(Bytes::from_static(b"{\"status\":\"ok\"}"));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));

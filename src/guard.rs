@@ -1,5 +1,5 @@
 //! The guards a routed request passes before its token is used, each a pure decision:
-//! request smuggling shapes and transfer codings ([`check_framing`], with [`framing`] watching
+//! request smuggling shapes and transfer codings ([`check_framing`], with `framing` watching
 //! the raw bytes hyper hides), CSRF ([`csrf`]) and per-client rate limits ([`rate_limit`]).
 //!
 //! Their order, with routing before and the session after, lives in one place:
@@ -8,7 +8,7 @@
 //! skipped its CSRF check).
 
 pub mod csrf;
-pub mod framing;
+pub(crate) mod framing;
 pub mod rate_limit;
 
 use http::header::{CONTENT_LENGTH, HeaderMap, TRANSFER_ENCODING};
@@ -46,7 +46,7 @@ const BOTH_FRAMINGS: &str = "both content-length and transfer-encoding";
 ///
 /// - both `Transfer-Encoding` and `Content-Length` (RFC 9112 §6.3: "ought to be handled as an
 ///   error"), as the headers show them or, for HTTP/1, as the connection's raw bytes showed
-///   them (`raw_both`, from [`framing::FramingWatch`]): hyper frames such a request by
+///   them (`raw_both`, from `framing::FramingWatch`): hyper frames such a request by
 ///   `Transfer-Encoding` and drops `Content-Length` before we see the headers -> 400;
 /// - a transfer coding besides `chunked` (`gzip, chunked`): hyper removes the chunked framing
 ///   but not the gzip coding, and dropping `Transfer-Encoding` as hop-by-hop would send the

@@ -1,14 +1,14 @@
 //! One request, end to end: admit -> forward -> relay.
 //!
-//! [`handle`] gathers the request's facts, asks [`crate::admission::admit`] (the whole refusal
-//! order, pure), sends what was admitted through the upstream client ([`forward`], with the
-//! header policy of [`headers`] and the body limits of [`body`]), and relays the answer
-//! ([`relay`]). It is the only place an error becomes a response, and where it is logged.
+//! `handle` gathers the request's facts, asks [`crate::admission::admit`] (the whole refusal
+//! order, pure), sends what was admitted through the upstream client (`forward`, with the
+//! header policy of [`headers`] and the body limits of `body`), and relays the answer
+//! (`relay`). It is the only place an error becomes a response, and where it is logged.
 
-pub mod body;
-pub mod forward;
+pub(crate) mod body;
+pub(crate) mod forward;
 pub mod headers;
-pub mod relay;
+pub(crate) mod relay;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -34,11 +34,11 @@ use relay::{AccessLog, ResponseBody};
 #[derive(Debug)]
 pub struct AppState {
     /// The validated configuration.
-    pub config: Config,
+    pub(crate) config: Config,
     /// The pooled upstream client.
-    pub client: UpstreamClient,
+    pub(crate) client: UpstreamClient,
     /// CSRF policy and rate limiter.
-    pub guards: Guards,
+    pub(crate) guards: Guards,
 }
 
 impl AppState {
@@ -59,7 +59,7 @@ impl AppState {
 
 /// What we know about the client's connection, computed once per connection.
 #[derive(Debug)]
-pub struct ConnInfo {
+pub(crate) struct ConnInfo {
     /// The TCP peer's address.
     pub peer: std::net::IpAddr,
     /// The TCP peer's address as a header value, for `X-Forwarded-For` and friends.
@@ -76,20 +76,20 @@ impl ConnInfo {
     /// Counts a request in until its response is finished (the returned guard is dropped
     /// with the response body). Called by the server as hyper hands it the request, so the
     /// count is up before hyper reads on.
-    pub fn begin(self: &Arc<Self>) -> InFlight {
+    pub(crate) fn begin(self: &Arc<Self>) -> InFlight {
         self.in_flight.fetch_add(1, Ordering::Relaxed);
         InFlight(self.clone())
     }
 
     /// Whether a request of this connection is being answered.
-    pub fn is_busy(&self) -> bool {
+    pub(crate) fn is_busy(&self) -> bool {
         self.in_flight.load(Ordering::Relaxed) > 0
     }
 }
 
 /// A request being answered; see [`ConnInfo::begin`].
 #[derive(Debug)]
-pub struct InFlight(Arc<ConnInfo>);
+pub(crate) struct InFlight(Arc<ConnInfo>);
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -99,7 +99,7 @@ impl Drop for InFlight {
 
 /// Answers one request. Never fails: every error becomes a JSON response here. `in_flight`
 /// is held by the response body until it is finished.
-pub async fn handle(
+pub(crate) async fn handle(
     state: Arc<AppState>,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,

@@ -33,7 +33,7 @@ use http_body::Body;
 
 use crate::error::BoxError;
 use connect::Connector;
-pub use exchange::UpstreamBody;
+pub(crate) use exchange::UpstreamBody;
 use exchange::{Exchange, Failed};
 use h1::{H1Error, RequestFraming};
 use pool::{Pool, Pooled};
@@ -42,7 +42,7 @@ use pool::{Pool, Pooled};
 /// request body the caller gave, passed on as it is, so the caller can tell its own limits
 /// from the upstream's failures without looking through source chains.
 #[derive(Debug, thiserror::Error)]
-pub enum UpstreamError<E> {
+pub(crate) enum UpstreamError<E> {
     /// No connection could be made (DNS, TCP or TLS).
     #[error("cannot connect to the upstream")]
     Connect(#[source] BoxError),
@@ -101,7 +101,7 @@ pub(crate) fn may_resend(attempt: &Attempt) -> bool {
 
 /// The pooled keep-alive client every route shares.
 #[derive(Debug)]
-pub struct UpstreamClient {
+pub(crate) struct UpstreamClient {
     connector: Connector,
     pool: Pool,
 }
@@ -112,7 +112,7 @@ impl UpstreamClient {
     ///
     /// # Errors
     /// When `https` is needed and no root certificate can be loaded.
-    pub fn new(
+    pub(crate) fn new(
         upstreams: impl IntoIterator<Item = (Scheme, Authority)>,
         connect_timeout: Duration,
     ) -> Result<Self, BoxError> {
@@ -209,7 +209,7 @@ impl UpstreamClient {
     }
 
     /// Closes idle connections past their time or already closed by the upstream.
-    pub fn sweep(&self) {
+    pub(crate) fn sweep(&self) {
         self.pool.sweep();
     }
 }

@@ -350,7 +350,7 @@ async fn chatkit(store: &Store, user: &str, req: Request<Incoming>) -> Response<
 
 /// A streamed assistant reply: each word of `reply` (with the space before it) as a `token`
 /// event whose JSON carries it under `field`, `pause` apart, then a `done` event.
-pub fn word_events(
+fn word_events(
     reply: String,
     field: &'static str,
     pause: std::time::Duration,
@@ -392,7 +392,7 @@ where
 
 /// An SSE body fed by a producer task it owns: each event is sent as its own frame, and
 /// dropping the body (the client went away, or the API is shutting down) aborts the producer.
-pub struct EventBody {
+struct EventBody {
     rx: mpsc::Receiver<Bytes>,
     producer: AbortHandle,
 }

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Follows the request framing of one HTTP/1 connection (pure: bytes in, head numbers out).
 #[derive(Debug)]
-pub struct FramingScanner {
+pub(crate) struct FramingScanner {
     state: State,
     /// The part of a request head that came in earlier reads (leading empty lines skipped, as
     /// `httparse` does); empty between heads. A head that arrives whole in one read is scanned
@@ -60,7 +60,7 @@ enum Chunk {
 impl FramingScanner {
     /// A scanner for a connection whose heads hyper limits to `max_head_bytes` and
     /// `max_headers` fields (`server.max_header_bytes`, `server.max_headers`).
-    pub fn new(max_head_bytes: usize, max_headers: usize) -> Self {
+    pub(crate) fn new(max_head_bytes: usize, max_headers: usize) -> Self {
         Self {
             state: State::Head,
             head: Vec::new(),
@@ -71,14 +71,14 @@ impl FramingScanner {
     }
 
     /// Whether it lost the thread (or met the HTTP/2 preface) and reads no more.
-    pub fn is_stopped(&self) -> bool {
+    pub(crate) fn is_stopped(&self) -> bool {
         self.state == State::Stopped
     }
 
     /// Follows the connection's next `bytes`. Returns the number (from 0, in order) of the
     /// first request head completed in them that carried both `Content-Length` and
     /// `Transfer-Encoding`.
-    pub fn feed(&mut self, mut bytes: &[u8]) -> Option<u64> {
+    pub(crate) fn feed(&mut self, mut bytes: &[u8]) -> Option<u64> {
         let mut found = None;
         while !bytes.is_empty() {
             match self.state {
@@ -397,7 +397,7 @@ fn from_digits(value: &[u8]) -> Option<u64> {
 
 /// What one connection's [`FramingScanner`] found, for its request handler.
 #[derive(Debug)]
-pub struct FramingWatch {
+pub(crate) struct FramingWatch {
     /// The first request head with both framings (`u64::MAX`: none). hyper closes the
     /// connection after answering it, so no later head matters.
     both: AtomicU64,
@@ -416,14 +416,14 @@ impl Default for FramingWatch {
 
 impl FramingWatch {
     /// Records that request head number `head` carried both framings.
-    pub fn report(&self, head: u64) {
+    pub(crate) fn report(&self, head: u64) {
         self.both.fetch_min(head, Ordering::Relaxed);
     }
 
     /// Counts the connection's next HTTP/1 request and tells whether its head carried both
     /// framings. Call exactly once per HTTP/1 request, in order: hyper parses a head (through
     /// the scanner) before handing its request over, one request at a time.
-    pub fn next_request_had_both(&self) -> bool {
+    pub(crate) fn next_request_had_both(&self) -> bool {
         let index = self.requests.fetch_add(1, Ordering::Relaxed);
         self.both.load(Ordering::Relaxed) == index
     }

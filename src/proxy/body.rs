@@ -20,7 +20,7 @@ use tokio::time::{Instant, Sleep};
 
 /// Why a body stopped early.
 #[derive(Debug, thiserror::Error)]
-pub enum BodyError {
+pub(crate) enum BodyError {
     /// More bytes than the limit.
     #[error("body exceeds the size limit")]
     TooLarge,
@@ -35,7 +35,7 @@ pub enum BodyError {
 /// Closes a stream that has been silent for too long. The timer is armed lazily, only when the
 /// body actually waits, so bodies that are ready at once cost no timer registration.
 #[derive(Debug)]
-pub struct IdleTimer {
+pub(crate) struct IdleTimer {
     limit: Duration,
     sleep: Option<Pin<Box<Sleep>>>,
     /// A frame went through since the timer was last armed.
@@ -44,7 +44,7 @@ pub struct IdleTimer {
 
 impl IdleTimer {
     /// A timer that fires after `limit` of silence.
-    pub fn new(limit: Duration) -> Self {
+    pub(crate) fn new(limit: Duration) -> Self {
         Self {
             limit,
             sleep: None,
@@ -53,12 +53,12 @@ impl IdleTimer {
     }
 
     /// Records that a frame went through.
-    pub fn mark_active(&mut self) {
+    pub(crate) fn mark_active(&mut self) {
         self.active = true;
     }
 
     /// Called when the body is about to wait: whether the silence has lasted too long.
-    pub fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
+    pub(crate) fn poll_expired(&mut self, cx: &mut Context<'_>) -> bool {
         let limit = self.limit;
         let sleep = match &mut self.sleep {
             Some(sleep) => {
@@ -77,16 +77,16 @@ impl IdleTimer {
 /// Shared flag that a request body set each time a frame went upstream; the wait for the
 /// response head restarts its clock while it is set (see `proxy::forward`).
 #[derive(Debug, Clone, Default)]
-pub struct Progress(Arc<AtomicBool>);
+pub(crate) struct Progress(Arc<AtomicBool>);
 
 impl Progress {
     /// Marks progress.
-    pub fn mark(&self) {
+    pub(crate) fn mark(&self) {
         self.0.store(true, Ordering::Relaxed);
     }
 
     /// Whether there was progress since the last call.
-    pub fn take(&self) -> bool {
+    pub(crate) fn take(&self) -> bool {
         self.0.swap(false, Ordering::Relaxed)
     }
 }
@@ -95,7 +95,7 @@ pin_project! {
     /// A body passed through frame by frame, failing once more than `limit` bytes went by or
     /// after `idle` of silence.
     #[derive(Debug)]
-    pub struct LimitedBody<B> {
+    pub(crate) struct LimitedBody<B> {
         #[pin]
         inner: B,
         remaining: u64,
@@ -106,7 +106,7 @@ pin_project! {
 
 impl<B> LimitedBody<B> {
     /// Wraps `inner`.
-    pub fn new(inner: B, limit: u64, idle: Duration, progress: Option<Progress>) -> Self {
+    pub(crate) fn new(inner: B, limit: u64, idle: Duration, progress: Option<Progress>) -> Self {
         Self {
             inner,
             remaining: limit,

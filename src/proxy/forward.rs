@@ -14,17 +14,17 @@ use crate::routing::RouteTable;
 use crate::upstream::{UpstreamBody, UpstreamClient, UpstreamError};
 
 /// The request body as it goes upstream: the client's, with the route's limits around it.
-pub type RequestBody = LimitedBody<Incoming>;
+pub(crate) type RequestBody = LimitedBody<Incoming>;
 
 /// The upstream's answer body to a proxied request.
-pub type AnswerBody = UpstreamBody<RequestBody>;
+pub(crate) type AnswerBody = UpstreamBody<RequestBody>;
 
 /// Builds the client for the routes' upstreams (one keep-alive pool per `scheme://authority`).
 /// The connect timeout is `upstream_timeout`.
 ///
 /// # Errors
 /// When `https` is needed and no root certificate can be loaded.
-pub fn build_client(
+pub(crate) fn build_client(
     routes: &RouteTable,
     connect_timeout: Duration,
 ) -> Result<UpstreamClient, BoxError> {
@@ -41,7 +41,7 @@ pub fn build_client(
 
 /// A request on its way upstream.
 #[derive(Debug)]
-pub struct Outgoing<'a, F> {
+pub(crate) struct Outgoing<'a, F> {
     /// The method.
     pub method: &'a Method,
     /// The upstream URI (absolute).
@@ -62,7 +62,7 @@ pub struct Outgoing<'a, F> {
 ///
 /// # Errors
 /// 504 on timeout; 413/408/400 when our request body wrapper stopped the body; 502 otherwise.
-pub async fn send<'f, F>(
+pub(crate) async fn send<'f, F>(
     client: &UpstreamClient,
     req: Outgoing<'_, F>,
     timeout: Duration,

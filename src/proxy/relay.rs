@@ -30,7 +30,7 @@ use super::{InFlight, SourceChain};
 
 /// The body of every response cookiegate sends: an upstream stream or a small fixed answer.
 #[derive(Debug)]
-pub struct ResponseBody {
+pub(crate) struct ResponseBody {
     kind: Kind,
     log: Option<AccessLog>,
     /// Dropped with the body, when hyper is done with it: the exchange is over.
@@ -56,7 +56,7 @@ struct Upstream {
 
 impl ResponseBody {
     /// A fixed body (errors, health).
-    pub fn fixed(bytes: Bytes, mut log: Option<AccessLog>) -> Self {
+    pub(crate) fn fixed(bytes: Bytes, mut log: Option<AccessLog>) -> Self {
         let bytes = (!bytes.is_empty()).then_some(bytes);
         if let Some(log) = &mut log {
             // Held in memory: it is sent whole unless the connection dies first.
@@ -71,7 +71,7 @@ impl ResponseBody {
     }
 
     /// The upstream's body on `route`, closed after `idle` of silence.
-    pub fn upstream(
+    pub(crate) fn upstream(
         body: AnswerBody,
         route: Arc<str>,
         idle: Duration,
@@ -93,7 +93,7 @@ impl ResponseBody {
     }
 
     /// Holds `in_flight` until the body is dropped.
-    pub fn holding(mut self, in_flight: InFlight) -> Self {
+    pub(crate) fn holding(mut self, in_flight: InFlight) -> Self {
         self.in_flight = Some(in_flight);
         self
     }
@@ -192,7 +192,7 @@ impl Body for ResponseBody {
 /// secrets), the status, the body bytes sent and the time taken. Header values and cookies are
 /// never part of it.
 #[derive(Debug)]
-pub struct AccessLog {
+pub(crate) struct AccessLog {
     method: Method,
     path: Box<str>,
     route: Option<Arc<str>>,
@@ -206,7 +206,7 @@ pub struct AccessLog {
 impl AccessLog {
     /// Starts a log line if access logging is on (`cookiegate::access` at `info`); `None`
     /// otherwise, so a disabled log costs nothing per request.
-    pub fn begin(method: &Method, path: &str, start: Instant) -> Option<Self> {
+    pub(crate) fn begin(method: &Method, path: &str, start: Instant) -> Option<Self> {
         if !tracing::enabled!(target: "cookiegate::access", tracing::Level::INFO) {
             return None;
         }
@@ -223,17 +223,17 @@ impl AccessLog {
     }
 
     /// Records the route the request matched.
-    pub fn set_route(&mut self, prefix: Arc<str>) {
+    pub(crate) fn set_route(&mut self, prefix: Arc<str>) {
         self.route = Some(prefix);
     }
 
     /// The route the request matched, once known.
-    pub fn route(&self) -> Option<Arc<str>> {
+    pub(crate) fn route(&self) -> Option<Arc<str>> {
         self.route.clone()
     }
 
     /// Records the response status.
-    pub fn set_status(&mut self, status: StatusCode) {
+    pub(crate) fn set_status(&mut self, status: StatusCode) {
         self.status = status.as_u16();
     }
 }

@@ -311,7 +311,7 @@ enum Decoder {
 }
 
 /// An upstream response body, read off the connection as the client takes it.
-pub struct UpstreamBody<B> {
+pub(crate) struct UpstreamBody<B> {
     /// `None` once the body ended (the connection is back in its pool or closed). Boxed: it
     /// holds the whole connection state, and a response body is moved several times.
     exchange: Option<Box<Exchange<B>>>,
