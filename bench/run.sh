@@ -8,7 +8,9 @@
 #
 # Settings (environment): BENCH_ROUNDS (default 3), BENCH_TARGETS (default "direct cookiegate
 # nginx haproxy caddy nextjs"), BENCH_WORK (scratch folder, default /tmp/cookiegate-bench),
-# BENCH_OUT (where the Markdown report is copied, default $BENCH_WORK/report.md).
+# BENCH_OUT (where the Markdown report is copied, default $BENCH_WORK/report.md),
+# BENCH_BASELINE_BIN (another cookiegate binary, e.g. a build of main before a change: measured
+# as the target `baseline`, interleaved with the others, for a before/after ratio in one run).
 #
 # Layout: each proxy runs pinned to CPU 0 (`taskset -c 0`), with one worker/thread where that is
 # configurable; wrk, curl, the SSE client and the upstream run on CPU 1. Everything listens on
@@ -25,6 +27,10 @@ BENCH="$REPO/bench"
 WORK=${BENCH_WORK:-${TMPDIR:-/tmp}/cookiegate-bench}
 QUICK=${BENCH_QUICK:-0}
 TARGETS=${BENCH_TARGETS:-"direct cookiegate nginx haproxy caddy nextjs"}
+BASELINE_BIN=${BENCH_BASELINE_BIN:-}
+if [ -n "$BASELINE_BIN" ] && [[ " $TARGETS " != *" baseline "* ]]; then
+  TARGETS="$TARGETS baseline"
+fi
 TOKEN="bench.TOKEN-0123456789_abcdefghijklmnopqrstuvwxyz"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -40,7 +46,7 @@ DL_BYTES=$((100 * 1024 * 1024))
 UL_BYTES=$((50 * 1024 * 1024))
 BIG_BYTES=$((1024 * 1024 * 1024))
 
-declare -A PORT=([direct]=18080 [cookiegate]=18201 [nginx]=18202 [haproxy]=18203 [caddy]=18204 [nextjs]=18205)
+declare -A PORT=([direct]=18080 [cookiegate]=18201 [nginx]=18202 [haproxy]=18203 [caddy]=18204 [nextjs]=18205 [baseline]=18206)
 HELPER_ADDR=127.0.0.1:18081
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -189,6 +195,8 @@ prepare() {
   for f in upstream-nginx.conf nginx.conf haproxy.cfg Caddyfile cookiegate.toml; do
     sed "s#@WORK@#$WORK#g" "$BENCH/targets/$f" >"$WORK/$f"
   done
+  # The baseline build: the same config on its own port.
+  sed "s#127.0.0.1:${PORT[cookiegate]}#127.0.0.1:${PORT[baseline]}#" "$WORK/cookiegate.toml" >"$WORK/baseline.toml"
   : >"$WORK/results.tsv"
 }
 
@@ -216,6 +224,7 @@ start_target() { # target -> SERVER_PID (empty for direct), READY_MS
   case $t in
     direct) return 0 ;;
     cookiegate) start_server "$t" 0 "$CG_BIN" --config "$WORK/cookiegate.toml" ;;
+    baseline) start_server "$t" 0 "$BASELINE_BIN" --config "$WORK/baseline.toml" ;;
     nginx) start_server "$t" 0 nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' ;;
     haproxy) start_server "$t" 0 haproxy -f "$WORK/haproxy.cfg" ;;
     caddy) start_server "$t" 0 env GOMAXPROCS=1 XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HOME="$WORK/caddy" \

@@ -28,7 +28,7 @@ use http::{Method, Uri};
 use crate::auth::{AuthMode, SessionError, SessionToken, extract_session};
 use crate::config::Config;
 use crate::error::ProxyError;
-use crate::guard::{self, Guards};
+use crate::guard::{self, FramingReject, Guards};
 use crate::routing::{Route, UriError, is_forwardable};
 use crate::trust::{self, Client, Proto};
 
@@ -117,7 +117,12 @@ pub fn admit<'c>(
             UriError::Refused => ProxyError::UnsafePath,
             UriError::Invalid => ProxyError::Internal("a mapped upstream path is not a URI"),
         })?;
-    guard::check_framing(req.headers, req.raw_both_framings)?;
+    guard::check_framing(req.headers, req.raw_both_framings).map_err(|reject| match reject {
+        FramingReject::BothFramings => {
+            ProxyError::BadRequest("both content-length and transfer-encoding")
+        }
+        FramingReject::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
+    })?;
 
     // HTTP/2 clients send the host as `:authority`, HTTP/1 clients as `Host`.
     let own_host = req.headers.get(HOST).cloned().or_else(|| {

@@ -135,10 +135,7 @@ impl ProxyError {
                 headers.insert(ALLOW, allow.clone());
             }
             Self::RateLimited(wait) => {
-                headers.insert(
-                    RETRY_AFTER,
-                    HeaderValue::from(crate::guard::rate_limit::retry_after_secs(*wait)),
-                );
+                headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
             }
             Self::TooManyConnections => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -191,6 +188,12 @@ impl ProxyError {
             _ => None,
         }
     }
+}
+
+/// `Retry-After` in whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
+pub(crate) fn retry_after_secs(wait: std::time::Duration) -> u64 {
+    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+    secs.max(1)
 }
 
 /// The health endpoint's answer: `200 {"status":"ok"}`.
@@ -272,6 +275,13 @@ mod tests {
         let limited = ProxyError::RateLimited(std::time::Duration::from_millis(1500))
             .to_response(Version::HTTP_11);
         assert_eq!(limited.headers()[RETRY_AFTER], "2");
+    }
+
+    #[test]
+    fn retry_after_rounds_up() {
+        assert_eq!(retry_after_secs(std::time::Duration::from_millis(1)), 1);
+        assert_eq!(retry_after_secs(std::time::Duration::from_millis(1500)), 2);
+        assert_eq!(retry_after_secs(std::time::Duration::from_secs(3)), 3);
     }
 
     #[test]

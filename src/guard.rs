@@ -14,7 +14,6 @@ pub mod rate_limit;
 use http::header::{CONTENT_LENGTH, HeaderMap, TRANSFER_ENCODING};
 
 use crate::config::Config;
-use crate::error::ProxyError;
 use csrf::CsrfPolicy;
 use rate_limit::ClientLimiter;
 
@@ -40,7 +39,14 @@ impl Guards {
     }
 }
 
-const BOTH_FRAMINGS: &str = "both content-length and transfer-encoding";
+/// Why [`check_framing`] refused a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FramingReject {
+    /// Both `Content-Length` and `Transfer-Encoding` (400).
+    BothFramings,
+    /// A transfer coding besides `chunked` (501).
+    UnsupportedCoding,
+}
 
 /// Refuses the request-smuggling shapes and codings we cannot pass on:
 ///
@@ -56,11 +62,11 @@ const BOTH_FRAMINGS: &str = "both content-length and transfer-encoding";
 /// `Transfer-Encoding` whose last coding is not `chunked`; HTTP/2 forbids the field.
 ///
 /// # Errors
-/// [`ProxyError::BadRequest`] or [`ProxyError::UnsupportedTransferCoding`].
-pub fn check_framing(headers: &HeaderMap, raw_both: bool) -> Result<(), ProxyError> {
+/// The [`FramingReject`]; the admission turns it into its answer.
+pub fn check_framing(headers: &HeaderMap, raw_both: bool) -> Result<(), FramingReject> {
     if raw_both || (headers.contains_key(TRANSFER_ENCODING) && headers.contains_key(CONTENT_LENGTH))
     {
-        return Err(ProxyError::BadRequest(BOTH_FRAMINGS));
+        return Err(FramingReject::BothFramings);
     }
     for field in headers.get_all(TRANSFER_ENCODING) {
         let only_chunked = field.as_bytes().split(|&b| b == b',').all(|coding| {
@@ -68,7 +74,7 @@ pub fn check_framing(headers: &HeaderMap, raw_both: bool) -> Result<(), ProxyErr
             coding.is_empty() || coding.eq_ignore_ascii_case(b"chunked")
         });
         if !only_chunked {
-            return Err(ProxyError::UnsupportedTransferCoding);
+            return Err(FramingReject::UnsupportedCoding);
         }
     }
     Ok(())
@@ -99,10 +105,7 @@ mod tests {
             &["chunked, identity"],
         ] {
             assert!(
-                matches!(
-                    check_framing(&te(codings), false),
-                    Err(ProxyError::UnsupportedTransferCoding)
-                ),
+                check_framing(&te(codings), false) == Err(FramingReject::UnsupportedCoding),
                 "{codings:?}"
             );
         }
@@ -112,13 +115,13 @@ mod tests {
     fn both_framings_are_refused_from_headers_or_raw_bytes() {
         let mut both = te(&["chunked"]);
         both.insert(CONTENT_LENGTH, HeaderValue::from_static("5"));
-        assert!(matches!(
+        assert_eq!(
             check_framing(&both, false),
-            Err(ProxyError::BadRequest(BOTH_FRAMINGS))
-        ));
-        assert!(matches!(
+            Err(FramingReject::BothFramings)
+        );
+        assert_eq!(
             check_framing(&HeaderMap::new(), true),
-            Err(ProxyError::BadRequest(BOTH_FRAMINGS))
-        ));
+            Err(FramingReject::BothFramings)
+        );
     }
 }

@@ -19,6 +19,7 @@
 //! the answer; parsing is still `httparse`, hyper's own parser.
 
 pub(crate) mod connect;
+mod error;
 pub(crate) mod exchange;
 pub mod h1;
 pub(crate) mod pool;
@@ -33,38 +34,11 @@ use http_body::Body;
 
 use crate::error::BoxError;
 use connect::Connector;
+pub(crate) use error::UpstreamError;
 pub(crate) use exchange::UpstreamBody;
 use exchange::{Exchange, Failed};
-use h1::{H1Error, RequestFraming};
+use h1::RequestFraming;
 use pool::{Pool, Pooled};
-
-/// Why a request got no response, or its response body broke off. `E` is the error of the
-/// request body the caller gave, passed on as it is, so the caller can tell its own limits
-/// from the upstream's failures without looking through source chains.
-#[derive(Debug, thiserror::Error)]
-pub(crate) enum UpstreamError<E> {
-    /// No connection could be made (DNS, TCP or TLS).
-    #[error("cannot connect to the upstream")]
-    Connect(#[source] BoxError),
-    /// Reading or writing the connection failed.
-    #[error("upstream connection failed")]
-    Io(#[source] std::io::Error),
-    /// The upstream closed the connection before a complete response head.
-    #[error("upstream closed the connection before answering")]
-    Closed,
-    /// The upstream closed the connection before the end of the response body.
-    #[error("upstream closed the connection mid-body")]
-    Truncated,
-    /// The upstream's bytes are not a valid HTTP/1.1 response.
-    #[error("invalid upstream response")]
-    Protocol(#[source] H1Error),
-    /// The request body failed (the caller's error, untouched).
-    #[error("request body stopped")]
-    Body(#[source] E),
-    /// The request body's length differs from the `Content-Length` it was sent with.
-    #[error("request body length differs from its Content-Length")]
-    BodyLength,
-}
 
 /// One failed attempt to send a request, as [`may_resend`] sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -398,7 +372,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(
-            matches!(err, UpstreamError::Protocol(H1Error::Upgrade)),
+            matches!(err, UpstreamError::Protocol(h1::H1Error::Upgrade)),
             "{err:?}"
         );
         drop(client);

@@ -128,12 +128,6 @@ impl<C: Clock + Clone> ClientLimiter<C> {
     }
 }
 
-/// `Retry-After` in whole seconds, rounded up, at least 1 (RFC 9110 §10.2.3).
-pub fn retry_after_secs(wait: Duration) -> u64 {
-    let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-    secs.max(1)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -182,12 +176,5 @@ mod tests {
             ClientKey::IpSession(ip, 7)
         );
         assert!(KeyKind::parse("cookie").is_err());
-    }
-
-    #[test]
-    fn retry_after_rounds_up() {
-        assert_eq!(retry_after_secs(Duration::from_millis(1)), 1);
-        assert_eq!(retry_after_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(retry_after_secs(Duration::from_secs(3)), 3);
     }
 }

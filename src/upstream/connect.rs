@@ -15,7 +15,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 use tokio::net::TcpStream;
 use tower_service::Service;
 
-use super::UpstreamError;
+use super::error::UpstreamError;
 use crate::error::BoxError;
 
 /// An upstream connection's stream (plain TCP or TLS).

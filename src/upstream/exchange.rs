@@ -21,8 +21,8 @@ use http::{Method, Response};
 use http_body::{Body, Frame, SizeHint};
 use tokio::io::AsyncWrite;
 
-use super::UpstreamError;
 use super::connect::Io;
+use super::error::UpstreamError;
 use super::h1::{self, ChunkedDecoder, Decoded, RequestFraming, ResponseFraming};
 use super::pool::{Ending, Pooled};
 
