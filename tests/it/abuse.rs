@@ -48,7 +48,7 @@ fn cookie_line() -> Vec<u8> {
 
 /// Asserts the gateway still answers a normal request, and that it is the only new request
 /// the upstream saw (so nothing from before was forwarded late).
-async fn assert_still_serves(gateway: &Gateway, upstream: &Upstream, what: &str) {
+async fn assert_still_serves(gateway: &Gateway, upstream: &TestUpstream, what: &str) {
     let before = upstream.seen().len();
     let answer = get(&gateway.url("/api/proxy/after"), Some(TOKEN)).await;
     assert_eq!(answer.status, 200, "after {what}");
@@ -58,7 +58,7 @@ async fn assert_still_serves(gateway: &Gateway, upstream: &Upstream, what: &str)
 }
 
 /// Asserts that the upstream saw nothing but the normal requests of [`assert_still_serves`].
-fn assert_only_checks_arrived(upstream: &Upstream, what: &str) {
+fn assert_only_checks_arrived(upstream: &TestUpstream, what: &str) {
     let seen = upstream.seen();
     assert!(
         seen.iter().all(|s| s.target == "/after"),
@@ -88,7 +88,7 @@ fn assert_bad_request(answer: &Answer, what: &str) {
 
 #[tokio::test]
 async fn a_request_head_over_max_header_bytes_gets_431() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_header_bytes = \"8KiB\"")).await;
     let big = format!("X-Big: {}\r\n", "a".repeat(20 * 1024));
     let many = (0..40)
@@ -122,7 +122,7 @@ async fn a_request_head_over_max_header_bytes_gets_431() {
 
 #[tokio::test]
 async fn an_oversized_http2_header_block_gets_431() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_header_bytes = \"8KiB\"")).await;
     let client = h2_client();
     let req = request("GET", &gateway.url("/api/proxy/x"), Some(TOKEN))
@@ -145,7 +145,7 @@ async fn an_oversized_http2_header_block_gets_431() {
 
 #[tokio::test]
 async fn more_headers_than_max_headers_gets_431() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_headers = 10")).await;
     let pad = |n: usize| {
         (0..n)
@@ -210,7 +210,7 @@ async fn read_until_closed(stream: &mut TcpStream, what: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn connections_over_max_connections_get_503_and_are_closed() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_connections = 2")).await;
     let mut first = held_connection(&gateway, 0).await;
     let mut second = held_connection(&gateway, 1).await;
@@ -270,7 +270,7 @@ fn is_cookie_octet(b: u8) -> bool {
 #[tokio::test]
 async fn every_byte_in_a_cookie_value_is_forwarded_verbatim_or_refused() {
     // `auth_token=Qv<byte>Jk` for each of the 256 byte values, sent raw.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let mut forwarded = 0;
     for byte in 0u8..=255 {
@@ -328,7 +328,7 @@ async fn every_byte_in_a_cookie_value_is_forwarded_verbatim_or_refused() {
 async fn a_cookie_line_with_crlf_never_becomes_a_header_cookiegate_made() {
     // CR and LF end a header line, so whatever follows them is at most the client's own next
     // header: cookiegate never writes a cookie's bytes anywhere but `Authorization: Bearer`.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let cases: [(&str, &[u8], Option<&str>); 8] = [
         (
@@ -408,7 +408,7 @@ async fn a_cookie_line_with_crlf_never_becomes_a_header_cookiegate_made() {
 async fn several_session_cookies_are_ambiguous_in_every_shape() {
     // The hyper-client shapes (one field, two fields) are in `errors.rs`; here the raw and
     // HTTP/2 ones, where cookies arrive split as RFC 9113 §8.2.3 allows.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let raw_cases: [&[&[u8]]; 4] = [
         &[
@@ -467,7 +467,7 @@ async fn several_session_cookies_are_ambiguous_in_every_shape() {
 
 #[tokio::test]
 async fn connect_with_an_authority_target_gets_405_and_nothing_is_forwarded() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     for target in ["evil.example:443", "127.0.0.1:22", "[::1]:80"] {
         let req = raw_request(
@@ -496,7 +496,7 @@ type Shape<'a> = (&'a str, &'a str, &'a [&'a [u8]], &'a [u8]);
 
 #[tokio::test]
 async fn request_smuggling_shapes_are_refused_and_never_forwarded() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     // A request hidden in a body, as a front end that trusted the other framing would pass it.
     let hidden = b"0\r\n\r\nGET /api/proxy/smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
@@ -615,7 +615,7 @@ async fn keep_alive_requests_around_a_smuggling_shape_are_judged_one_by_one() {
     // request to request. Pipelined in one write: bodies (by length, and chunked with an
     // extension and a trailer) holding text shaped like a smuggling head, a plain GET, the
     // real shape, and a request after it that hyper never reads (it closes after the shape).
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let fake: &[u8] =
         b"POST /api/proxy/fake HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";

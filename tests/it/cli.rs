@@ -315,7 +315,7 @@ impl Drop for Running {
 
 #[tokio::test]
 async fn zero_config_mode_proxies_and_stops_cleanly_on_sigterm() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let dir = temp_dir("zero-config");
     let mut cmd = cookiegate(&dir);
     cmd.args(["--listen", "127.0.0.1:0"])
@@ -339,7 +339,7 @@ async fn zero_config_mode_proxies_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn zero_config_flags_pick_prefix_and_cookie() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let dir = temp_dir("zero-config-flags");
     let mut cmd = cookiegate(&dir);
     cmd.args([

@@ -42,7 +42,7 @@ fn assert_refused(answer: &Answer, what: &str) {
 
 #[tokio::test]
 async fn cross_site_unsafe_methods_get_403_and_never_reach_the_upstream() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let own_origin = format!("http://{}", gateway.addr);
@@ -64,7 +64,7 @@ async fn cross_site_unsafe_methods_get_403_and_never_reach_the_upstream() {
 
 #[tokio::test]
 async fn a_foreign_origin_gets_403() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let other_port = format!("http://127.0.0.1:{}", upstream.addr.port());
@@ -94,7 +94,7 @@ async fn a_foreign_origin_gets_403() {
 
 #[tokio::test]
 async fn the_request_s_own_origin_passes_whatever_its_scheme() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let port = gateway.addr.port();
@@ -139,7 +139,7 @@ async fn the_request_s_own_origin_passes_whatever_its_scheme() {
 async fn an_origin_matching_another_host_than_the_request_s_is_refused() {
     // The own-origin rule compares with the Host the request carries, not with any name
     // cookiegate might be reached by.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let port = gateway.addr.port();
     let host = format!("app.localhost:{port}");
@@ -157,7 +157,7 @@ async fn an_origin_matching_another_host_than_the_request_s_is_refused() {
 
 #[tokio::test]
 async fn allowed_origins_pass_and_nothing_near_them_does() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "[csrf]\nallowed_origins = [\"https://admin.example.com\", \"http://localhost:5173/\"]",
@@ -214,7 +214,7 @@ async fn allowed_origins_pass_and_nothing_near_them_does() {
 async fn requests_without_origin_or_fetch_metadata_pass() {
     // curl and server-to-server clients send neither header and carry no ambient browser
     // cookies an attacker could ride on.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for method in &UNSAFE {
@@ -242,7 +242,7 @@ async fn requests_without_origin_or_fetch_metadata_pass() {
 
 #[tokio::test]
 async fn safe_methods_pass_even_cross_site() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
@@ -265,7 +265,7 @@ async fn safe_methods_pass_even_cross_site() {
 
 #[tokio::test]
 async fn routes_without_auth_are_not_checked_and_optional_ones_are() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [[routes]]
@@ -320,7 +320,7 @@ auth = "optional"
 async fn a_same_site_sibling_origin_is_refused() {
     // A page on a sibling subdomain is same-site (Sec-Fetch-Site says so, and SameSite cookies
     // go along) but not same-origin: only Origin tells it apart.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let port = gateway.addr.port();
     let host = format!("app.localhost:{port}");
@@ -364,7 +364,7 @@ async fn a_same_site_sibling_origin_is_refused() {
 
 #[tokio::test]
 async fn header_mode_requires_the_header_on_unsafe_methods() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "[csrf]\nmode = \"header\"")).await;
     let client = client();
     let url = gateway.url("/api/proxy/items");
@@ -412,7 +412,7 @@ async fn header_mode_requires_the_header_on_unsafe_methods() {
 
 #[tokio::test]
 async fn header_mode_uses_the_configured_header_name() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "[csrf]\nmode = \"header\"\nheader = \"x-requested-with\"",
@@ -441,7 +441,7 @@ async fn header_mode_uses_the_configured_header_name() {
 
 #[tokio::test]
 async fn off_mode_lets_cross_site_requests_through() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "[csrf]\nmode = \"off\"")).await;
     let client = client();
     for method in &UNSAFE {
@@ -527,7 +527,7 @@ async fn statuses_for(gateway: &Gateway) -> Vec<(String, u16, u16)> {
 
 #[tokio::test]
 async fn every_route_is_guarded_like_the_first_whatever_its_place_in_the_config() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let mut reversed = PREFIXES;
     reversed.reverse();
     let mut shuffled = PREFIXES;
@@ -561,7 +561,7 @@ async fn every_route_is_guarded_like_the_first_whatever_its_place_in_the_config(
 
 #[tokio::test]
 async fn http2_requests_are_guarded_by_their_authority() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = h2_client();
     let url = gateway.url("/api/proxy/items");
@@ -605,7 +605,7 @@ async fn http2_requests_are_guarded_by_their_authority() {
 
 #[tokio::test]
 async fn cross_site_without_a_cookie_is_403_not_401() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for cookie in [
@@ -636,7 +636,7 @@ async fn cross_site_without_a_cookie_is_403_not_401() {
 
 #[tokio::test]
 async fn cross_site_over_the_rate_limit_is_403_not_429_and_takes_no_token() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "[rate_limit]\nper_second = 1\nburst = 2",
@@ -666,7 +666,7 @@ async fn cross_site_over_the_rate_limit_is_403_not_429_and_takes_no_token() {
 
 #[tokio::test]
 async fn over_the_rate_limit_is_429_before_the_body_limit_and_the_cookie() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[rate_limit]\nper_second = 1\nburst = 1\n\n[[routes]]\nprefix = \"/api/proxy\"\n\
          upstream = \"{}\"\nmax_body = \"4\"\n",
@@ -694,7 +694,7 @@ async fn over_the_rate_limit_is_429_before_the_body_limit_and_the_cookie() {
 
 #[tokio::test]
 async fn csrf_is_403_before_the_body_limit_and_the_ambiguous_cookie() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\nmax_body = \"4\"\n",
         upstream.url()
@@ -727,7 +727,7 @@ async fn csrf_is_403_before_the_body_limit_and_the_ambiguous_cookie() {
 
 #[tokio::test]
 async fn routing_methods_and_path_refusals_come_before_csrf() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [[routes]]
@@ -764,7 +764,7 @@ methods = ["GET"]
 
 #[tokio::test]
 async fn a_smuggling_shape_that_is_also_cross_site_is_400() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     for framing in [
         "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",

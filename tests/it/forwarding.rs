@@ -32,14 +32,17 @@ auth = "none"
 }
 
 /// An upstream answering each request with whatever `respond` builds from the request target.
-async fn answering<F>(respond: F) -> Upstream
+async fn answering<F>(respond: F) -> TestUpstream
 where
     F: Fn(&str) -> Response<TestBody> + Send + Sync + 'static,
 {
-    Upstream::recording(move |seen| respond(&seen.target)).await
+    TestUpstream::builder()
+        .respond(move |seen| respond(&seen.target))
+        .start()
+        .await
 }
 
-fn targets(upstream: &Upstream) -> Vec<String> {
+fn targets(upstream: &TestUpstream) -> Vec<String> {
     upstream.seen().into_iter().map(|s| s.target).collect()
 }
 
@@ -49,7 +52,7 @@ fn targets(upstream: &Upstream) -> Vec<String> {
 
 #[tokio::test]
 async fn query_string_is_forwarded_byte_for_byte() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let queries = [
         "?tag=a&tag=b",
@@ -74,7 +77,7 @@ async fn query_string_is_forwarded_byte_for_byte() {
 
 #[tokio::test]
 async fn path_remainder_is_appended_exactly_as_sent() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let cases = [
         ("/api/proxy/files/a%2Fb/c", "/files/a%2Fb/c"),
@@ -98,7 +101,7 @@ async fn path_remainder_is_appended_exactly_as_sent() {
 
 #[tokio::test]
 async fn upstream_base_path_is_joined_with_the_remainder() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [[routes]]
@@ -144,9 +147,9 @@ cookie = "taskflow_id_token"
 
 #[tokio::test]
 async fn longest_prefix_wins() {
-    let root = Upstream::echo_ok().await;
-    let api = Upstream::echo_ok().await;
-    let proxy = Upstream::echo_ok().await;
+    let root = TestUpstream::echo_ok().await;
+    let api = TestUpstream::echo_ok().await;
+    let proxy = TestUpstream::echo_ok().await;
     // Listed shortest first, so file order cannot be what picks the route.
     let gateway = Gateway::start(&format!(
         r#"
@@ -195,7 +198,7 @@ upstream = "{}"
 
 #[tokio::test]
 async fn every_method_reaches_the_upstream_unchanged() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -233,7 +236,7 @@ async fn every_method_reaches_the_upstream_unchanged() {
 
 #[tokio::test]
 async fn binary_request_bodies_arrive_byte_exact_with_any_content_type() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let payload = all_bytes(4);
@@ -264,7 +267,7 @@ async fn binary_request_bodies_arrive_byte_exact_with_any_content_type() {
 
 #[tokio::test]
 async fn multipart_content_type_and_body_are_kept_exactly() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let boundary = "----cookiegateBoundary7MA4YWxkTrZu0gW";
     let content_type = format!("multipart/form-data; boundary={boundary}");
@@ -293,7 +296,7 @@ async fn multipart_content_type_and_body_are_kept_exactly() {
 
 #[tokio::test]
 async fn chunked_request_body_arrives_intact() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let payload = all_bytes(8);
     let (mut tx, body) = Channel::<Bytes, BoxError>::new(1);
@@ -424,16 +427,18 @@ async fn no_content_and_not_modified_pass_through_without_a_body() {
 
 #[tokio::test]
 async fn head_keeps_the_upstream_content_length_and_has_no_body() {
-    let upstream = Upstream::recording(|seen| {
-        assert_eq!(seen.method, "HEAD");
-        Response::builder()
-            .header("content-type", "application/pdf")
-            .header("content-length", "123456")
-            .header("etag", "\"big\"")
-            .body(empty())
-            .unwrap()
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .respond(|seen| {
+            assert_eq!(seen.method, "HEAD");
+            Response::builder()
+                .header("content-type", "application/pdf")
+                .header("content-length", "123456")
+                .header("etag", "\"big\"")
+                .body(empty())
+                .unwrap()
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for _ in 0..2 {
@@ -478,15 +483,17 @@ async fn head_keeps_the_upstream_content_length_and_has_no_body() {
 
 #[tokio::test]
 async fn created_with_location_passes_through() {
-    let upstream = Upstream::recording(|_| {
-        Response::builder()
-            .status(StatusCode::CREATED)
-            .header("location", "/api/tasks/42")
-            .header("content-type", "application/json")
-            .body(full(r#"{"id":42}"#))
-            .unwrap()
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .respond(|_| {
+            Response::builder()
+                .status(StatusCode::CREATED)
+                .header("location", "/api/tasks/42")
+                .header("content-type", "application/json")
+                .body(full(r#"{"id":42}"#))
+                .unwrap()
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("POST", &gateway.url("/api/proxy/api/tasks"), Some(TOKEN))
         .header("content-type", "application/json")
@@ -507,8 +514,9 @@ fn gzip_bytes() -> Vec<u8> {
 
 #[tokio::test]
 async fn end_to_end_response_headers_pass_through_exactly() {
-    let upstream = Upstream::recording(|_| {
-        Response::builder()
+    let upstream = TestUpstream::builder()
+        .respond(|_| {
+            Response::builder()
             .header("set-cookie", "session_hint=1; Path=/; HttpOnly")
             .header("set-cookie", "theme=dark; Max-Age=60; Secure; SameSite=Lax")
             .header("set-cookie", "a=b")
@@ -524,8 +532,9 @@ async fn end_to_end_response_headers_pass_through_exactly() {
             .header("x-custom-response", "kept")
             .body(full(gzip_bytes()))
             .unwrap()
-    })
-    .await;
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/export"), Some(TOKEN))
         .header("accept-encoding", "gzip")
@@ -664,7 +673,7 @@ async fn event_streams_carry_x_accel_buffering_no() {
 
 #[tokio::test]
 async fn end_to_end_request_headers_are_forwarded() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/doc"), Some(TOKEN))
         .header("accept", "application/json, text/plain;q=0.5")
@@ -701,7 +710,7 @@ async fn end_to_end_request_headers_are_forwarded() {
 
 #[tokio::test]
 async fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     // Raw bytes: HTTP clients manage these headers themselves.
     let req = format!(
@@ -745,7 +754,7 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
 
 #[tokio::test]
 async fn client_authorization_is_replaced_by_the_cookie_token() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/me"), Some(TOKEN))
         .header("authorization", "Bearer forged-by-the-client")
@@ -763,7 +772,7 @@ async fn client_authorization_is_replaced_by_the_cookie_token() {
 
 #[tokio::test]
 async fn cookies_go_upstream_only_on_auth_none_routes_which_keep_client_authorization() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = gateway_with_public_route(&upstream.url()).await;
     let client = client();
     for path in ["/api/proxy/x", "/public/x"] {
@@ -792,7 +801,7 @@ async fn cookies_go_upstream_only_on_auth_none_routes_which_keep_client_authoriz
 
 #[tokio::test]
 async fn spoofed_forwarding_headers_are_replaced_by_cookiegate_values() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/whoami"), Some(TOKEN))
         .header("x-forwarded-for", "6.6.6.6, 10.0.0.1")
@@ -818,7 +827,7 @@ async fn spoofed_forwarding_headers_are_replaced_by_cookiegate_values() {
 
 #[tokio::test]
 async fn upstream_sees_its_own_host_not_the_clients() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/host"), Some(TOKEN))
         .header("host", "app.example:4000")
@@ -836,7 +845,7 @@ async fn upstream_sees_its_own_host_not_the_clients() {
 
 #[tokio::test]
 async fn optional_auth_sends_the_bearer_only_when_the_cookie_is_there() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\nauth = \"optional\"\n",
         upstream.url()
@@ -877,15 +886,17 @@ async fn optional_auth_sends_the_bearer_only_when_the_cookie_is_there() {
 #[tokio::test]
 async fn http2_clients_get_the_same_results() {
     // Echoes the request body back, so both directions are checked byte for byte.
-    let upstream = Upstream::recording(|seen| {
-        Response::builder()
-            .header("content-type", "application/octet-stream")
-            .header("set-cookie", "a=1")
-            .header("set-cookie", "b=2")
-            .body(full(seen.body.clone()))
-            .unwrap()
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .respond(|seen| {
+            Response::builder()
+                .header("content-type", "application/octet-stream")
+                .header("set-cookie", "a=1")
+                .header("set-cookie", "b=2")
+                .body(full(seen.body.clone()))
+                .unwrap()
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let h2 = h2_client();
     let payload = all_bytes(64);
@@ -1014,15 +1025,10 @@ async fn answers_are_the_same_straight_and_through_cookiegate() {
                 .unwrap(),
             "/streamed" => {
                 // No length: the body is sent chunked.
-                let (mut tx, body) = Channel::<Bytes, BoxError>::new(4);
-                tokio::spawn(async move {
-                    for part in [&b"first "[..], b"second ", b"third"] {
-                        let _ = tx.send_data(Bytes::from_static(part)).await;
-                    }
-                });
+                let parts = [&b"first "[..], b"second ", b"third"].map(Bytes::from_static);
                 Response::builder()
                     .header("content-type", "text/plain")
-                    .body(body.boxed())
+                    .body(frames_body(parts))
                     .unwrap()
             }
             "/gone" => Response::builder()
@@ -1063,7 +1069,7 @@ async fn answers_are_the_same_straight_and_through_cookiegate() {
 async fn encoded_slashes_and_backslashes_cannot_change_the_upstream_host() {
     // regression: issue 2, seed sent the token to another host (`new URL(path, BACKEND_URL)`
     // read `/%5Cevil.example/x` and `/%2F%2Fevil.example/x` as a host).
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let cases = [
         ("/api/proxy/%5Cevil.example/x", "/%5Cevil.example/x"),
@@ -1095,7 +1101,7 @@ async fn encoded_slashes_and_backslashes_cannot_change_the_upstream_host() {
 #[tokio::test]
 async fn absolute_form_targets_still_go_to_the_configured_upstream() {
     // regression: issue 2, seed sent the token to another host.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let answer = raw_answer(
         gateway.addr,
@@ -1115,7 +1121,7 @@ async fn split_http2_cookie_fields_reach_an_http1_upstream_as_one_header() {
     // RFC 9113 §8.2.3: HTTP/2 clients (browsers do) may send each cookie in its own `cookie`
     // field; before going on over HTTP/1.1 they must be joined with "; " (RFC 6265 §5.4 allows
     // one Cookie header).
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = gateway_with_public_route(&upstream.url()).await;
     let h2 = h2_client();
     for path in ["/public/page", "/api/proxy/x"] {

@@ -53,7 +53,7 @@ fn assert_limited(answer: &Answer, what: &str) {
 
 #[tokio::test]
 async fn the_request_after_the_burst_gets_429_with_retry_after() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "per_second = 1\nburst = 3")).await;
     let client = client();
     for n in 1..=3 {
@@ -83,7 +83,7 @@ async fn the_request_after_the_burst_gets_429_with_retry_after() {
 
 #[tokio::test]
 async fn without_a_rate_limit_section_nothing_is_limited() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for n in 0..60 {
@@ -97,7 +97,7 @@ async fn without_a_rate_limit_section_nothing_is_limited() {
 
 #[tokio::test]
 async fn session_key_gives_each_session_its_own_burst() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 2\nkey = \"session\"",
@@ -133,7 +133,10 @@ async fn session_key_gives_each_session_its_own_burst() {
 
 #[tokio::test]
 async fn session_key_falls_back_to_the_ip_without_a_session() {
-    let upstream = Upstream::recording(|_| json_response(http::StatusCode::OK, "{}")).await;
+    let upstream = TestUpstream::builder()
+        .respond(|_| json_response(http::StatusCode::OK, "{}"))
+        .start()
+        .await;
     let gateway = Gateway::start(&format!(
         "[rate_limit]\nper_second = 1\nburst = 2\nkey = \"session\"\n\n[[routes]]\n\
          prefix = \"/open\"\nupstream = \"{}\"\nauth = \"none\"\n",
@@ -152,7 +155,7 @@ async fn session_key_falls_back_to_the_ip_without_a_session() {
 
 #[tokio::test]
 async fn ip_session_key_separates_both_sessions_and_ips() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 2\nkey = \"ip+session\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
@@ -197,7 +200,7 @@ async fn ip_session_key_separates_both_sessions_and_ips() {
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 2\ntrusted_proxies = [\"127.0.0.1/32\"]",
@@ -254,7 +257,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
 
 #[tokio::test]
 async fn without_trusted_proxies_a_spoofed_forwarded_for_gets_no_fresh_bucket() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "per_second = 1\nburst = 2")).await;
     let client = client();
     let url = gateway.url("/api/proxy/x");
@@ -281,7 +284,7 @@ async fn without_trusted_proxies_a_spoofed_forwarded_for_gets_no_fresh_bucket() 
 #[tokio::test]
 async fn an_untrusted_peer_s_forwarded_for_is_ignored_even_with_trusted_proxies_set() {
     // Only 10.0.0.0/8 is trusted; the test client connects from 127.0.0.1.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 1\ntrusted_proxies = [\"10.0.0.0/8\"]",

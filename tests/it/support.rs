@@ -1,21 +1,28 @@
-//! Real servers and clients for the integration tests: an upstream that records what it got,
-//! the real proxy on port 0, and HTTP/1.1, HTTP/2 and raw-TCP clients. No mocks.
+//! Real servers and clients for the integration tests: the one fake upstream
+//! ([`TestUpstream`], in `support/upstream.rs`, whose tasks' panics fail the test), the real
+//! proxy on port 0 ([`Gateway`]), and HTTP/1.1, HTTP/2 and raw-TCP clients. No mocks.
 
 #![allow(dead_code)]
 
-use std::convert::Infallible;
+mod upstream;
+
+pub use upstream::*;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -57,122 +64,6 @@ pub fn full(bytes: impl Into<Bytes>) -> TestBody {
 
 pub fn empty() -> TestBody {
     full(Bytes::new())
-}
-
-/// A real HTTP/1.1 server on 127.0.0.1:0 that records each request's head (and body, for
-/// recording upstreams).
-pub struct Upstream {
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: JoinHandle<()>,
-}
-
-impl Upstream {
-    /// Reads each request body whole, records it, and answers with `respond(&seen)`.
-    pub async fn recording<F>(respond: F) -> Self
-    where
-        F: Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
-    {
-        let respond = Arc::new(respond);
-        Self::streaming(move |req, seen: Arc<Mutex<Vec<Seen>>>| {
-            let respond = respond.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                let record = Seen {
-                    method: parts.method.to_string(),
-                    target: parts.uri.to_string(),
-                    version: parts.version,
-                    headers: parts.headers,
-                    body,
-                };
-                let res = respond(&record);
-                seen.lock().unwrap().push(record);
-                res
-            }
-        })
-        .await
-    }
-
-    /// Answers 200 with `{"ok":true}` and records everything.
-    pub async fn echo_ok() -> Self {
-        Self::recording(|_| json_response(StatusCode::OK, r#"{"ok":true}"#)).await
-    }
-
-    /// Hands each request, body unread, to `handler`; the head is recorded on arrival.
-    pub async fn streaming<F, Fut>(handler: F) -> Self
-    where
-        F: Fn(Request<Incoming>, Arc<Mutex<Vec<Seen>>>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<TestBody>> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let handler = Arc::new(handler);
-        let seen_for_task = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let handler = handler.clone();
-                let seen = seen_for_task.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        let seen = seen.clone();
-                        async move { Ok::<_, Infallible>(handler(req, seen).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, seen, task }
-    }
-
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Everything recorded so far.
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// The one request recorded; panics if there were more or none.
-    pub fn only(&self) -> Seen {
-        let seen = self.seen();
-        assert_eq!(
-            seen.len(),
-            1,
-            "expected exactly one upstream request, got {seen:#?}"
-        );
-        seen.into_iter().next().unwrap()
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Records a request head for streaming upstreams.
-pub fn record_head(req: &Request<Incoming>, seen: &Arc<Mutex<Vec<Seen>>>) {
-    seen.lock().unwrap().push(Seen {
-        method: req.method().to_string(),
-        target: req.uri().to_string(),
-        version: req.version(),
-        headers: req.headers().clone(),
-        body: Bytes::new(),
-    });
 }
 
 pub fn json_response(status: StatusCode, body: &'static str) -> Response<TestBody> {
@@ -551,4 +442,37 @@ pub fn assert_ok(answer: &Answer, what: &str) {
         "{what}: {:?}",
         String::from_utf8_lossy(&answer.body)
     );
+}
+
+/// A body of these frames, all ready at once but of no declared length (so HTTP/1.1 sends it
+/// chunked): a streamed answer without a task to feed it.
+pub fn frames_body(frames: impl IntoIterator<Item = Bytes>) -> TestBody {
+    Frames(frames.into_iter().collect()).boxed()
+}
+
+struct Frames(VecDeque<Bytes>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(
+            self.get_mut()
+                .0
+                .pop_front()
+                .map(|data| Ok(Frame::data(data))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
 }

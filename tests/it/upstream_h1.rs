@@ -5,15 +5,13 @@
 //! answers, truncated bodies, and the request framing an upstream sees on the wire.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Barrier, mpsc};
-use tokio::task::JoinHandle;
 
 use crate::support::*;
 
@@ -23,276 +21,22 @@ const TOKEN: &str = "tok";
 // Scripted upstreams
 // ---------------------------------------------------------------------------------------------
 
-/// A request as a scripted upstream read it off the wire.
-#[derive(Debug, Clone)]
-struct Received {
-    /// The accepted connection it came on (0 for the first).
-    conn: usize,
-    /// The head exactly as sent, without its final blank line.
-    head: String,
-    /// The body, decoded from its framing.
-    body: Vec<u8>,
-    /// What was wrong with the body's framing, if anything.
-    malformed: Option<String>,
+/// A raw [`TestUpstream`] running `script` on each connection it accepts.
+async fn scripted<F, Fut>(script: F) -> TestUpstream
+where
+    F: Fn(Wire) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    TestUpstream::builder().raw(script).start().await
 }
 
-impl Received {
-    fn request_line(&self) -> &str {
-        self.head.split("\r\n").next().unwrap_or_default()
-    }
-
-    fn method(&self) -> &str {
-        self.request_line().split(' ').next().unwrap_or_default()
-    }
-
-    fn target(&self) -> &str {
-        self.request_line().split(' ').nth(1).unwrap_or_default()
-    }
-
-    /// The values of every field named `name` (case-insensitive), in order.
-    fn fields(&self, name: &str) -> Vec<String> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|line| {
-                let (field, value) = line.split_once(':')?;
-                field
-                    .eq_ignore_ascii_case(name)
-                    .then(|| value.trim().to_string())
-            })
-            .collect()
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// One accepted connection of a [`Scripted`] upstream.
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    conn: usize,
-    log: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Wire {
-    /// Reads more bytes; false at EOF or on an error.
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    async fn read_until(&mut self, delimiter: &[u8]) -> Option<Vec<u8>> {
-        loop {
-            if let Some(at) = find(&self.buf, delimiter) {
-                let line = self.buf[..at].to_vec();
-                self.buf.drain(..at + delimiter.len());
-                return Some(line);
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    async fn read_exact(&mut self, len: usize) -> Option<Vec<u8>> {
-        while self.buf.len() < len {
-            if !self.fill().await {
-                return None;
-            }
-        }
-        Some(self.buf.drain(..len).collect())
-    }
-
-    fn record(&self, received: &Received) {
-        self.log.lock().unwrap().push(received.clone());
-    }
-
-    /// Reads the next request head and records it, body unread. `None` at EOF.
-    async fn head(&mut self) -> Option<Received> {
-        let head = self.read_until(b"\r\n\r\n").await?;
-        let received = Received {
-            conn: self.conn,
-            head: String::from_utf8_lossy(&head).into_owned(),
-            body: Vec::new(),
-            malformed: None,
-        };
-        self.record(&received);
-        Some(received)
-    }
-
-    /// Reads a whole request (its body by its framing) and records it. `None` at EOF, also
-    /// in the middle of a request (which is then not recorded).
-    async fn request(&mut self) -> Option<Received> {
-        let head = self.read_until(b"\r\n\r\n").await?;
-        let mut received = Received {
-            conn: self.conn,
-            head: String::from_utf8_lossy(&head).into_owned(),
-            body: Vec::new(),
-            malformed: None,
-        };
-        let codings = received.fields("transfer-encoding");
-        let lengths = received.fields("content-length");
-        if !codings.is_empty() {
-            if codings == ["chunked"] {
-                match self.read_chunked().await? {
-                    Ok(body) => received.body = body,
-                    Err(why) => received.malformed = Some(why),
-                }
-            } else {
-                received.malformed = Some(format!("transfer-encoding {codings:?}"));
-            }
-        } else if let Some(length) = lengths.first() {
-            match length.parse::<usize>() {
-                Ok(len) => received.body = self.read_exact(len).await?,
-                Err(_) => received.malformed = Some(format!("content-length {length:?}")),
-            }
-        }
-        self.record(&received);
-        Some(received)
-    }
-
-    /// A chunked body, read strictly: bare hex sizes, CRLF after each chunk, no trailers.
-    async fn read_chunked(&mut self) -> Option<Result<Vec<u8>, String>> {
-        let mut body = Vec::new();
-        loop {
-            match self.read_chunk().await? {
-                Ok(Some(data)) => body.extend_from_slice(&data),
-                Ok(None) => return Some(Ok(body)),
-                Err(why) => return Some(Err(why)),
-            }
-        }
-    }
-
-    /// One chunk of a chunked body, read strictly; `Ok(None)` after the last chunk and the
-    /// empty trailer section.
-    async fn read_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, String>> {
-        let line = self.read_until(b"\r\n").await?;
-        if line.is_empty() || !line.iter().all(u8::is_ascii_hexdigit) || line.len() > 16 {
-            return Some(Err(format!(
-                "bad chunk size line {:?}",
-                String::from_utf8_lossy(&line)
-            )));
-        }
-        let size = usize::from_str_radix(std::str::from_utf8(&line).unwrap(), 16).unwrap();
-        if size == 0 {
-            let end = self.read_until(b"\r\n").await?;
-            return Some(if end.is_empty() {
-                Ok(None)
-            } else {
-                Err("trailers after the last chunk".into())
-            });
-        }
-        let data = self.read_exact(size + 2).await?;
-        if &data[size..] != b"\r\n" {
-            return Some(Err("no CRLF after chunk data".into()));
-        }
-        Some(Ok(Some(data[..size].to_vec())))
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes).await;
-        let _ = self.stream.flush().await;
-    }
-
-    /// Writes `pieces` one at a time with a pause between, so they arrive in separate reads.
-    async fn send_in_pieces(&mut self, pieces: &[&[u8]]) {
-        for piece in pieces {
-            self.send(piece).await;
-            tokio::time::sleep(Duration::from_millis(15)).await;
-        }
-    }
-
-    /// Reads until the other side closes the connection; what arrived meanwhile, or `None`
-    /// if it was still open after [`GUARD`].
-    async fn until_closed(&mut self) -> Option<Vec<u8>> {
-        let wait = async { while self.fill().await {} };
-        tokio::time::timeout(GUARD, wait).await.ok()?;
-        Some(std::mem::take(&mut self.buf))
-    }
-}
-
-/// A TCP server on 127.0.0.1:0 that runs `script` on each connection it accepts and records
-/// the requests read through [`Wire`].
-struct Scripted {
-    addr: std::net::SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    log: Arc<Mutex<Vec<Received>>>,
-    task: JoinHandle<()>,
-}
-
-impl Scripted {
-    async fn start<F, Fut>(script: F) -> Self
-    where
-        F: Fn(Wire) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let log: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let (accepted_in, log_in) = (accepted.clone(), log.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let conn = accepted_in.fetch_add(1, Ordering::SeqCst);
-                let wire = Wire {
-                    stream,
-                    buf: Vec::new(),
-                    conn,
-                    log: log_in.clone(),
-                };
-                tokio::spawn(script(wire));
-            }
-        });
-        Self {
-            addr,
-            accepted,
-            log,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Connections accepted so far.
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    /// Every request read so far, in order.
-    fn received(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The one request read so far; panics if there were more or none.
-    fn only_one(&self) -> Received {
-        let received = self.received();
-        assert_eq!(received.len(), 1, "{received:#?}");
-        received.into_iter().next().unwrap()
-    }
-
-    /// (connection, target) of every request read so far.
-    fn targets(&self) -> Vec<(usize, String)> {
-        self.received()
-            .iter()
-            .map(|r| (r.conn, r.target().to_string()))
-            .collect()
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// (connection, target) of every request read so far.
+fn targets(upstream: &TestUpstream) -> Vec<(usize, String)> {
+    upstream
+        .received()
+        .iter()
+        .map(|r| (r.conn, r.target().to_string()))
+        .collect()
 }
 
 /// A 200 whose body names the connection that answered.
@@ -355,7 +99,7 @@ const CHUNKED_WITH_TRAILERS: [&[u8]; 4] = [
 
 #[tokio::test]
 async fn a_chunked_answer_with_extensions_and_trailers_reaches_the_client_byte_exact() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send_in_pieces(&CHUNKED_WITH_TRAILERS).await;
         }
@@ -368,12 +112,12 @@ async fn a_chunked_answer_with_extensions_and_trailers_reaches_the_client_byte_e
     assert_eq!(answer.header("content-type"), Some("text/plain"));
     // The client asked for no trailers: hyper drops them, and the framing fields are ours.
     assert!(answer.header("trailer").is_none());
-    assert_eq!(upstream.targets(), [(0, "/chunked".to_string())]);
+    assert_eq!(targets(&upstream), [(0, "/chunked".to_string())]);
 }
 
 #[tokio::test]
 async fn a_connection_whose_chunked_answer_ended_with_trailers_is_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send_in_pieces(&CHUNKED_WITH_TRAILERS).await;
         }
@@ -385,7 +129,7 @@ async fn a_connection_whose_chunked_answer_ended_with_trailers_is_reused() {
         assert_eq!(answer.body, "hello, world");
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/chunked".to_string()), (0, "/chunked".to_string())]
     );
     assert_eq!(upstream.accepted(), 1);
@@ -411,7 +155,7 @@ async fn a_large_chunked_answer_in_uneven_chunks_arrives_byte_exact() {
     }
     encoded.extend_from_slice(b"0\r\n\r\n");
     let encoded: &'static [u8] = Vec::leak(encoded);
-    let upstream = Scripted::start(move |mut wire| async move {
+    let upstream = scripted(move |mut wire| async move {
         while wire.request().await.is_some() {
             for piece in encoded.chunks(7777) {
                 wire.send(piece).await;
@@ -432,7 +176,7 @@ async fn a_large_chunked_answer_in_uneven_chunks_arrives_byte_exact() {
 
 #[tokio::test]
 async fn a_close_delimited_answer_is_delivered_whole_and_its_connection_is_not_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         if wire.request().await.is_some() {
             wire.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
                 .await;
@@ -450,7 +194,7 @@ async fn a_close_delimited_answer_is_delivered_whole_and_its_connection_is_not_r
         assert!(answer.body == all_bytes(300), "the body differs");
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/until-close".to_string()),
             (1, "/until-close".to_string())
@@ -460,7 +204,7 @@ async fn a_close_delimited_answer_is_delivered_whole_and_its_connection_is_not_r
 
 #[tokio::test]
 async fn interim_answers_before_the_final_one_never_reach_the_client() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send_in_pieces(&[
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Ear",
@@ -496,7 +240,7 @@ async fn interim_answers_before_the_final_one_never_reach_the_client() {
 
 #[tokio::test]
 async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello")
                 .await;
@@ -514,7 +258,7 @@ async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
 
 #[tokio::test]
 async fn an_answer_with_both_framings_follows_chunked_and_its_connection_is_not_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         // Would answer a second request on the same connection, if one came.
         while wire.request().await.is_some() {
             wire.send(
@@ -534,7 +278,7 @@ async fn an_answer_with_both_framings_follows_chunked_and_its_connection_is_not_
         assert!(answer.header("content-length").is_none());
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/both".to_string()), (1, "/both".to_string())]
     );
 }
@@ -579,7 +323,7 @@ async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_s
     let count = answers.len();
     let closed: Arc<Mutex<Vec<AfterClose>>> = Arc::default();
     let closed_in = closed.clone();
-    let upstream = Scripted::start(move |mut wire| {
+    let upstream = scripted(move |mut wire| {
         let answers = answers.clone();
         let closed = closed_in.clone();
         async move {
@@ -634,7 +378,7 @@ async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_s
 }
 
 async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize) {
-    let upstream = Scripted::start(move |mut wire| async move {
+    let upstream = scripted(move |mut wire| async move {
         if wire.conn > 0 {
             return serve(wire).await;
         }
@@ -665,7 +409,7 @@ async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize
     // The gateway is fine afterwards, on a new connection.
     assert_eq!(get_through(&gateway, "/next").await.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/short".to_string()), (1, "/next".to_string())]
     );
 }
@@ -703,7 +447,7 @@ async fn a_chunked_answer_cut_before_its_last_chunk_aborts_the_clients_transfer(
 
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while let Some(req) = wire.request().await {
             let answer: &[u8] = match (req.method(), req.target()) {
                 // No body after these heads, whatever their Content-Length says.
@@ -742,7 +486,7 @@ async fn sequential_requests_share_one_upstream_connection() {
         assert_eq!(answer.body, body, "{method} {path}");
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         ["/one", "/two", "/empty", "/same", "/three", "/four"]
             .map(|t| (0, t.to_string()))
             .to_vec()
@@ -758,7 +502,7 @@ async fn answers_that_end_their_connection_are_not_reused() {
         // Stray bytes after the body: the connection's state is unknown.
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray",
     ] {
-        let upstream = Scripted::start(move |mut wire| async move {
+        let upstream = scripted(move |mut wire| async move {
             // Would answer more requests on this connection, if any came.
             while wire.request().await.is_some() {
                 wire.send(answer).await;
@@ -772,7 +516,7 @@ async fn answers_that_end_their_connection_are_not_reused() {
             assert_eq!(got.body, "ok", "{:?}", String::from_utf8_lossy(answer));
         }
         assert_eq!(
-            upstream.targets(),
+            targets(&upstream),
             [(0, "/x".to_string()), (1, "/x".to_string())],
             "{:?}",
             String::from_utf8_lossy(answer)
@@ -782,7 +526,7 @@ async fn answers_that_end_their_connection_are_not_reused() {
 
 #[tokio::test]
 async fn http_1_0_keep_alive_answers_are_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
                 .await;
@@ -799,7 +543,7 @@ async fn http_1_0_keep_alive_answers_are_reused() {
 #[tokio::test]
 async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_answer() {
     let (wrote_tx, mut wrote_rx) = mpsc::unbounded_channel::<usize>();
-    let upstream = Scripted::start(move |mut wire| {
+    let upstream = scripted(move |mut wire| {
         let wrote = wrote_tx.clone();
         async move {
             if wire.conn > 0 {
@@ -824,7 +568,7 @@ async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_a
     assert_eq!(second.status, 200);
     assert_eq!(second.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/first".to_string()), (1, "/second".to_string())]
     );
 }
@@ -832,7 +576,7 @@ async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_a
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<usize>();
-    let upstream = Scripted::start(move |mut wire| {
+    let upstream = scripted(move |mut wire| {
         let closed = closed_tx.clone();
         async move {
             if wire.conn >= 2 {
@@ -864,7 +608,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
     assert_eq!(third.body, "conn 2");
 
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (1, "/second".to_string()),
@@ -882,8 +626,8 @@ async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
 
 /// Connection 0 answers its first request, reads the second whole, then closes without a
 /// byte of answer; later connections answer everything.
-async fn closes_after_reading_the_second_request() -> Scripted {
-    Scripted::start(|mut wire| async move {
+async fn closes_after_reading_the_second_request() -> TestUpstream {
+    scripted(|mut wire| async move {
         if wire.conn > 0 {
             return serve(wire).await;
         }
@@ -905,7 +649,7 @@ async fn a_get_meeting_a_reused_connection_closed_unanswered_is_sent_again_once(
     assert_eq!(second.status, 200);
     assert_eq!(second.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (0, "/second".to_string()),
@@ -924,7 +668,7 @@ async fn a_post_meeting_a_reused_connection_closed_unanswered_is_not_sent_again(
     // The gateway still serves, on a new connection.
     assert_eq!(get_through(&gateway, "/third").await.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (0, "/second".to_string()),
@@ -946,7 +690,7 @@ async fn a_delete_without_a_body_is_idempotent_and_sent_again_too() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (0, "/item".to_string()),
@@ -958,7 +702,7 @@ async fn a_delete_without_a_body_is_idempotent_and_sent_again_too() {
 #[tokio::test]
 async fn a_get_is_sent_at_most_twice_however_many_pooled_connections_are_dead() {
     let barrier = Arc::new(Barrier::new(3));
-    let upstream = Scripted::start({
+    let upstream = scripted({
         let barrier = barrier.clone();
         move |mut wire| {
             let barrier = barrier.clone();
@@ -1008,7 +752,7 @@ const EARLY_413: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: appli
 
 #[tokio::test]
 async fn an_early_answer_to_a_large_upload_reaches_the_client() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         // Only the head is read; the body is refused unread.
         if wire.head().await.is_some() {
             wire.send(EARLY_413).await;
@@ -1075,8 +819,8 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
 // What the upstream sees
 // ---------------------------------------------------------------------------------------------
 
-async fn recording() -> Scripted {
-    Scripted::start(serve).await
+async fn recording() -> TestUpstream {
+    scripted(serve).await
 }
 
 #[tokio::test]
@@ -1199,7 +943,7 @@ async fn an_http2_upload_without_a_length_arrives_validly_chunked() {
     let answer = within("the upload", send(&client, req)).await;
     feeder.await.unwrap();
     assert_eq!(answer.status, 200);
-    let post = upstream.only_one();
+    let post = upstream.only_received();
     assert_eq!(post.request_line(), "POST /h2 HTTP/1.1");
     assert_eq!(
         post.fields("transfer-encoding"),
@@ -1241,7 +985,7 @@ fn complete_chunks(mut body: &[u8]) -> (Vec<u8>, bool) {
 #[tokio::test]
 async fn an_upload_and_its_answer_stream_both_ways_at_once() {
     // The upstream answers at once, then echoes each request chunk as it arrives.
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while let Some(req) = wire.head().await {
             if req.fields("transfer-encoding").is_empty() {
                 let answer = answer_from(wire.conn);
@@ -1321,7 +1065,7 @@ async fn an_upload_and_its_answer_stream_both_ways_at_once() {
     // Both directions ended cleanly: the connection carries the next request.
     assert_eq!(get_through(&gateway, "/after").await.body, "conn 0");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/echo".to_string()), (0, "/after".to_string())]
     );
 }
