@@ -118,6 +118,7 @@ async fn a_request_head_over_max_header_bytes_gets_431() {
     );
     assert_eq!(raw_answer(gateway.addr, &req).await.status, 200);
     assert_eq!(upstream.seen().last().unwrap().target, "/fine");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -141,6 +142,7 @@ async fn an_oversized_http2_header_block_gets_431() {
     .await;
     assert_eq!(answer.status, 200, "the HTTP/2 connection goes on");
     assert_eq!(upstream.only().target, "/after");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -170,6 +172,7 @@ async fn more_headers_than_max_headers_gets_431() {
     );
     assert_eq!(raw_answer(gateway.addr, &req).await.status, 200);
     assert_eq!(upstream.seen().last().unwrap().target, "/ten");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -256,6 +259,7 @@ async fn connections_over_max_connections_get_503_and_are_closed() {
             "/held/0", "/held/1", "/again", "/later/0", "/later/1", "/later/2"
         ]
     );
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -322,6 +326,7 @@ async fn every_byte_in_a_cookie_value_is_forwarded_verbatim_or_refused() {
     // 0x21..=0x7e minus `"`, `,`, `\` (and `;`, counted separately), plus `;`.
     assert_eq!(forwarded, 94 - 4 + 1);
     assert_still_serves(&gateway, &upstream, "the byte sweep").await;
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -402,6 +407,7 @@ async fn a_cookie_line_with_crlf_never_becomes_a_header_cookiegate_made() {
         }
     }
     assert_still_serves(&gateway, &upstream, "the injection attempts").await;
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -459,6 +465,7 @@ async fn several_session_cookies_are_ambiguous_in_every_shape() {
         .unwrap();
     assert_eq!(send(&client, req).await.status, 200);
     assert_eq!(upstream.only().header("authorization"), Some("Bearer mine"));
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -489,6 +496,7 @@ async fn connect_with_an_authority_target_gets_405_and_nothing_is_forwarded() {
     );
     assert_eq!(raw_answer(gateway.addr, &req).await.status, 200);
     assert_eq!(upstream.seen().last().unwrap().target, "/abs?q=1");
+    gateway.stop().await;
 }
 
 /// A smuggling shape: what it is, the request line, its framing header lines, its body.
@@ -606,6 +614,7 @@ async fn request_smuggling_shapes_are_refused_and_never_forwarded() {
         assert_still_serves(&gateway, &upstream, what).await;
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -673,4 +682,5 @@ async fn keep_alive_requests_around_a_smuggling_shape_are_judged_one_by_one() {
     assert_eq!(seen[0].body, fake);
     assert_eq!(seen[1].body, fake);
     assert_still_serves(&gateway, &upstream, "the pipelined requests").await;
+    gateway.stop().await;
 }

@@ -60,6 +60,7 @@ async fn cross_site_unsafe_methods_get_403_and_never_reach_the_upstream() {
         }
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -90,6 +91,7 @@ async fn a_foreign_origin_gets_403() {
         }
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -133,6 +135,7 @@ async fn the_request_s_own_origin_passes_whatever_its_scheme() {
         assert_eq!(s.header("authorization"), Some("Bearer csrf-session-token"));
         assert_eq!(s.body, "{\"a\":1}");
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -153,6 +156,7 @@ async fn an_origin_matching_another_host_than_the_request_s_is_refused() {
     .await;
     assert_refused(&answer, "origin of another host");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -208,6 +212,7 @@ async fn allowed_origins_pass_and_nothing_near_them_does() {
     .await;
     assert_refused(&answer, "allowed origin, cross-site");
     assert_eq!(upstream.seen().len(), 3);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -238,6 +243,7 @@ async fn requests_without_origin_or_fetch_metadata_pass() {
     for method in &UNSAFE {
         assert_eq!(methods.iter().filter(|m| **m == method.as_str()).count(), 4);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -261,6 +267,7 @@ async fn safe_methods_pass_even_cross_site() {
     }
     let seen: Vec<String> = upstream.seen().into_iter().map(|s| s.method).collect();
     assert_eq!(seen, ["GET", "HEAD", "OPTIONS"]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -314,6 +321,7 @@ auth = "optional"
         "{:#?}",
         upstream.seen()
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -356,6 +364,7 @@ async fn a_same_site_sibling_origin_is_refused() {
     .await;
     assert_ok(&answer, "own page");
     assert_eq!(upstream.only().target, "/items");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -408,6 +417,7 @@ async fn header_mode_requires_the_header_on_unsafe_methods() {
     let answer = get(&url, Some(TOKEN)).await;
     assert_ok(&answer, "GET without x-csrf");
     assert_eq!(upstream.seen().len(), UNSAFE.len() * 2 + 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -437,6 +447,7 @@ async fn header_mode_uses_the_configured_header_name() {
         upstream.only().header("x-requested-with"),
         Some("XMLHttpRequest")
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -458,6 +469,7 @@ async fn off_mode_lets_cross_site_requests_through() {
         assert_ok(&answer, method.as_str());
     }
     assert_eq!(upstream.seen().len(), UNSAFE.len());
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -595,6 +607,7 @@ async fn http2_requests_are_guarded_by_their_authority() {
     for s in &seen {
         assert_eq!(s.header("authorization"), Some("Bearer csrf-session-token"));
     }
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -632,6 +645,7 @@ async fn cross_site_without_a_cookie_is_403_not_401() {
         .await
         .assert_error(401, "not authenticated");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -662,6 +676,7 @@ async fn cross_site_over_the_rate_limit_is_403_not_429_and_takes_no_token() {
     assert_refused(&answer, "over the limit and cross-site");
     assert!(answer.headers.get("retry-after").is_none());
     assert_eq!(upstream.seen().len(), 2);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -690,6 +705,7 @@ async fn over_the_rate_limit_is_429_before_the_body_limit_and_the_cookie() {
     .await;
     ambiguous.assert_error(429, "too many requests");
     assert_eq!(upstream.seen().len(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -723,6 +739,7 @@ async fn csrf_is_403_before_the_body_limit_and_the_ambiguous_cookie() {
     .await;
     assert_refused(&ambiguous, "ambiguous cookie, cross-site");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -760,6 +777,7 @@ methods = ["GET"]
         answer.assert_error(status, message);
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -778,4 +796,5 @@ async fn a_smuggling_shape_that_is_also_cross_site_is_400() {
         answer.assert_error(400, "malformed request");
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }

@@ -60,6 +60,7 @@ async fn missing_cookie_gives_401_and_the_upstream_is_not_called() {
         .await
         .assert_error(401, "not authenticated");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -81,6 +82,7 @@ async fn unusable_session_cookie_gives_401() {
         assert_no_leak(&answer, &["auth_token", "a b", "caf"]);
     }
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -104,6 +106,7 @@ async fn two_session_cookies_are_ambiguous() {
     answer.assert_error(400, "ambiguous session cookie");
     assert_no_leak(&answer, &["mine", "tossed"]);
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -116,6 +119,7 @@ async fn unknown_paths_give_404() {
             .assert_error(404, "no route for this path");
     }
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -162,6 +166,7 @@ methods = ["get"]
         .unwrap();
     assert_eq!(send(&client, req).await.status, 200);
     assert_eq!(upstream.only().target, "/chatkit");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -191,6 +196,7 @@ async fn trace_and_connect_give_405_anywhere() {
         assert_eq!(answer.header("allow"), Some(all));
     }
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 fn limited_gateway_config(upstream: &str, max_body: &str) -> String {
@@ -218,6 +224,7 @@ async fn declared_length_over_max_body_gives_413_before_the_upstream() {
         .unwrap();
     assert_eq!(send(&client(), req).await.status, 200);
     assert_eq!(upstream.only().body.len(), 64);
+    gateway.stop().await;
 }
 
 /// What a streaming upstream observed of a request body.
@@ -301,6 +308,7 @@ async fn chunked_body_crossing_max_body_gives_413_and_never_a_complete_upstream_
         "the upstream got {received} bytes past the limit"
     );
     assert_eq!(upstream.seen().len(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -311,6 +319,7 @@ async fn unreachable_upstream_gives_502() {
     answer.assert_error(502, "upstream unreachable");
     let port = dead.rsplit(':').next().unwrap();
     assert_no_leak(&answer, &[TOKEN, &dead, port, "127.0.0.1", "refused"]);
+    gateway.stop().await;
 }
 
 /// A TCP server that reads a request head and answers with `reply` (possibly nothing) before
@@ -363,6 +372,7 @@ async fn slow_upstream_gives_504() {
     answer.assert_error(504, "upstream timed out");
     assert_no_leak(&answer, &[TOKEN, &upstream.addr.to_string()]);
     assert_eq!(upstream.only().target, "/slow");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -395,6 +405,7 @@ async fn paths_that_climb_out_are_refused_and_the_token_is_never_sent() {
         assert_no_leak(&answer, &[TOKEN, "admin"]);
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -484,6 +495,7 @@ methods = ["POST"]
     .await;
     answer.assert_error(401, "unusable session cookie");
     assert_no_leak(&answer, &secrets);
+    gateway.stop().await;
 }
 
 fn empty_response() -> http::Response<TestBody> {
@@ -538,6 +550,7 @@ async fn gateway_keeps_serving_after_each_bad_request() {
         .filter(|s| s.target.starts_with("/after/"))
         .count();
     assert_eq!(good_targets, bad_requests.len());
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -570,6 +583,7 @@ async fn healthz_is_answered_by_cookiegate_even_with_a_root_route() {
     // Everything else under `/` still goes upstream.
     assert_eq!(get(&gateway.url("/healthzz"), None).await.status, 200);
     assert_eq!(upstream.only().target, "/healthzz");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -588,6 +602,7 @@ async fn health_path_setting_moves_the_endpoint() {
     let moved = get(&gateway.url("/healthz"), None).await;
     assert_eq!(moved.json(), serde_json::json!({"ok": true}));
     assert_eq!(upstream.only().target, "/healthz");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -598,4 +613,5 @@ async fn healthz_needs_no_route_and_no_cookie() {
     assert_eq!(health.status, 200);
     assert_eq!(health.body, r#"{"status":"ok"}"#);
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }

@@ -73,6 +73,7 @@ async fn query_string_is_forwarded_byte_for_byte() {
     }
     let expected: Vec<String> = queries.iter().map(|q| format!("/items{q}")).collect();
     assert_eq!(targets(&upstream), expected);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -97,6 +98,7 @@ async fn path_remainder_is_appended_exactly_as_sent() {
     }
     let expected: Vec<String> = cases.iter().map(|(_, up)| (*up).to_string()).collect();
     assert_eq!(targets(&upstream), expected);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -143,6 +145,7 @@ cookie = "taskflow_id_token"
     for s in &seen {
         assert_eq!(s.header_all("authorization"), ["Bearer tf.tok"]);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -190,6 +193,7 @@ upstream = "{}"
     assert_eq!(targets(&proxy), ["/x", "/"]);
     assert_eq!(targets(&api), ["/x", "/proxyx", "/"]);
     assert_eq!(targets(&root), ["/apix", "/", "/other/api/proxy"]);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -232,6 +236,7 @@ async fn every_method_reaches_the_upstream_unchanged() {
         };
         assert_eq!(s.body, expected.as_bytes(), "{}", s.method);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -263,6 +268,7 @@ async fn binary_request_bodies_arrive_byte_exact_with_any_content_type() {
         assert_eq!(s.header("content-length"), Some("1024"));
         assert_eq!(s.body, payload, "{} {content_type}", s.method);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -292,6 +298,7 @@ async fn multipart_content_type_and_body_are_kept_exactly() {
     let seen = upstream.only();
     assert_eq!(seen.header_all("content-type"), [content_type]);
     assert_eq!(seen.body, body);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -325,6 +332,7 @@ async fn chunked_request_body_arrives_intact() {
     assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
     assert_eq!(seen.header("content-length"), None);
     assert_eq!(seen.body, payload);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -378,6 +386,7 @@ async fn binary_pdf_and_text_responses_are_untouched() {
         Some("text/plain; charset=utf-8")
     );
     assert_eq!(text.body, "plain text, not JSON\nw\u{f6}rld\n".as_bytes());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -423,6 +432,7 @@ async fn no_content_and_not_modified_pass_through_without_a_body() {
             .status,
         204
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -479,6 +489,7 @@ async fn head_keeps_the_upstream_content_length_and_has_no_body() {
         text.ends_with("\r\n\r\n"),
         "HEAD answer carries a body: {text:?}"
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -503,6 +514,7 @@ async fn created_with_location_passes_through() {
     assert_eq!(answer.status, 201);
     assert_eq!(answer.header("location"), Some("/api/tasks/42"));
     assert_eq!(answer.body, r#"{"id":42}"#);
+    gateway.stop().await;
 }
 
 /// A gzip stream's first bytes and some arbitrary compressed-looking bytes: never decoded.
@@ -578,6 +590,7 @@ async fn end_to_end_response_headers_pass_through_exactly() {
         "the gzip body must not be decoded"
     );
     assert_eq!(upstream.only().header("accept-encoding"), Some("gzip"));
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -639,6 +652,7 @@ async fn upstream_errors_pass_through_untouched() {
     assert_eq!(crash.body, "Internal Server Error: boom");
 
     assert_eq!(upstream.seen().len(), 4);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -665,6 +679,7 @@ async fn event_streams_carry_x_accel_buffering_no() {
 
     let json = get(&gateway.url("/api/proxy/json"), Some(TOKEN)).await;
     assert_eq!(json.header("x-accel-buffering"), None);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -706,6 +721,7 @@ async fn end_to_end_request_headers_are_forwarded() {
     );
     assert_eq!(seen.header_all("x-custom"), ["one", "two"]);
     assert_eq!(seen.header_all("x-request-id"), ["abc-123"]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -750,6 +766,7 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
         seen.header_all("authorization"),
         [format!("Bearer {TOKEN}")]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -768,6 +785,7 @@ async fn client_authorization_is_replaced_by_the_cookie_token() {
         [format!("Bearer {TOKEN}")]
     );
     assert_eq!(seen.header_all("cookie"), Vec::<String>::new());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -797,6 +815,7 @@ async fn cookies_go_upstream_only_on_auth_none_routes_which_keep_client_authoriz
         seen[1].header_all("cookie"),
         [format!("theme=dark; auth_token={TOKEN}")]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -823,6 +842,7 @@ async fn spoofed_forwarding_headers_are_replaced_by_cookiegate_values() {
         seen.header_all("forwarded"),
         [format!("for=127.0.0.1;host=\"{gateway_host}\";proto=http")]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -841,6 +861,7 @@ async fn upstream_sees_its_own_host_not_the_clients() {
         seen.header_all("forwarded"),
         ["for=127.0.0.1;host=\"app.example:4000\";proto=http"]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -877,6 +898,7 @@ async fn optional_auth_sends_the_bearer_only_when_the_cookie_is_there() {
     assert_eq!(seen[1].header_all("authorization"), Vec::<String>::new());
     assert_eq!(seen[2].header_all("authorization"), Vec::<String>::new());
     assert!(seen.iter().all(|s| s.header("cookie").is_none()));
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -938,6 +960,7 @@ async fn http2_clients_get_the_same_results() {
     );
     assert_eq!(seen.header_all("x-custom"), ["h2"]);
     assert_eq!(seen.body, payload);
+    gateway.stop().await;
 }
 
 fn keep_alive_request(path: &str, last: bool) -> String {
@@ -975,6 +998,7 @@ async fn http1_keep_alive_serves_several_requests_on_one_connection() {
         targets(&upstream),
         ["/seq/1", "/seq/2", "/seq/3", "/pipe/1", "/pipe/2"]
     );
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1059,6 +1083,7 @@ async fn answers_are_the_same_straight_and_through_cookiegate() {
         assert_eq!(through.body, straight.body, "{path}");
         assert_eq!(end_to_end(&through), end_to_end(&straight), "{path}");
     }
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1096,6 +1121,7 @@ async fn encoded_slashes_and_backslashes_cannot_change_the_upstream_host() {
         assert_eq!(s.header_all("host"), [upstream.addr.to_string()]);
         assert_eq!(s.header_all("authorization"), [format!("Bearer {TOKEN}")]);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -1114,6 +1140,7 @@ async fn absolute_form_targets_still_go_to_the_configured_upstream() {
     assert_eq!(seen.target, "/x?y=1");
     assert_eq!(seen.header_all("host"), [upstream.addr.to_string()]);
     assert_eq!(seen.header_all("authorization"), ["Bearer t"]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -1144,4 +1171,5 @@ async fn split_http2_cookie_fields_reach_an_http1_upstream_as_one_header() {
         seen[1].header_all("authorization"),
         [format!("Bearer {TOKEN}")]
     );
+    gateway.stop().await;
 }

@@ -1,4 +1,5 @@
-//! The test support itself: a panic in a fake upstream's task fails the test that started it.
+//! The test support itself: a panic in a fake upstream's task fails the test that started it,
+//! and a gateway nobody stopped fails its test.
 
 use http::Response;
 use tokio::io::AsyncReadExt;
@@ -59,4 +60,12 @@ async fn a_panic_in_a_handler_surfaces_in_the_records() {
     assert!(matches!(failed, Ok(Err(_))), "{failed:?}");
     let _ = upstream.seen();
     unreachable!("seen() raises the handler's panic");
+}
+
+#[tokio::test]
+#[should_panic(expected = "dropped without `stop().await`")]
+async fn a_gateway_dropped_without_stop_fails_the_test() {
+    let gateway = Gateway::single(&dead_upstream_url().await).await;
+    assert_eq!(get(&gateway.url("/healthz"), None).await.status, 200);
+    drop(gateway);
 }

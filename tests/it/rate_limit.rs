@@ -79,6 +79,7 @@ async fn the_request_after_the_burst_gets_429_with_retry_after() {
     // The health endpoint is answered before any guard.
     assert_ok(&get(&gateway.url("/healthz"), None).await, "healthz");
     assert_eq!(upstream.seen().len(), 3);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -93,6 +94,7 @@ async fn without_a_rate_limit_section_nothing_is_limited() {
         );
     }
     assert_eq!(upstream.seen().len(), 60);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -129,6 +131,7 @@ async fn session_key_gives_each_session_its_own_burst() {
             "Bearer carol"
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -151,6 +154,7 @@ async fn session_key_falls_back_to_the_ip_without_a_session() {
     // `auth = "none"` routes have no session, whatever cookie is sent: the IP is the key.
     assert_limited(&get_with(&client, &url, Some("alice"), &[]).await, "cookie");
     assert_eq!(upstream.seen().len(), 2);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -196,6 +200,7 @@ async fn ip_session_key_separates_both_sessions_and_ips() {
         "alice@b",
     );
     assert_eq!(upstream.seen().len(), 5);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -253,6 +258,7 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
             expect("127.0.0.1"),
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -279,6 +285,7 @@ async fn without_trusted_proxies_a_spoofed_forwarded_for_gets_no_fresh_bucket() 
         assert_eq!(s.header("x-real-ip"), Some("127.0.0.1"));
     }
     assert_eq!(upstream.seen().len(), 2);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -295,4 +302,5 @@ async fn an_untrusted_peer_s_forwarded_for_is_ignored_even_with_trusted_proxies_
     assert_ok(&forwarded_for(&client, &url, "203.0.113.5").await, "1st");
     assert_limited(&forwarded_for(&client, &url, "203.0.113.6").await, "2nd");
     assert_eq!(upstream.only().header_all("x-forwarded-for"), ["127.0.0.1"]);
+    gateway.stop().await;
 }

@@ -1,6 +1,8 @@
 //! Real servers and clients for the integration tests: the one fake upstream
-//! ([`TestUpstream`], in `support/upstream.rs`, whose tasks' panics fail the test), the real
-//! proxy on port 0 ([`Gateway`]), and HTTP/1.1, HTTP/2 and raw-TCP clients. No mocks.
+//! ([`TestUpstream`], in `support/upstream.rs`), the real proxy on port 0 ([`Gateway`]), and
+//! HTTP/1.1, HTTP/2 and raw-TCP clients. No mocks. Whatever a test starts here, it stops: the
+//! gateway by [`Gateway::stop`], the upstream's tasks are joined or at least aborted, and their
+//! panics fail the test.
 
 #![allow(dead_code)]
 
@@ -74,7 +76,9 @@ pub fn json_response(status: StatusCode, body: &'static str) -> Response<TestBod
         .unwrap()
 }
 
-/// The real proxy, started through the library entry point on 127.0.0.1:0.
+/// The real proxy, started through the library entry point on 127.0.0.1:0. Every test stops
+/// the gateway it started with [`Gateway::stop`]; dropping one that was not stopped shuts it
+/// down and fails the test.
 pub struct Gateway {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
@@ -112,21 +116,34 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Signals shutdown and waits for `serve` to return (joined, so its panics fail the test).
+    /// Signals shutdown and waits (within [`GUARD`]) for `serve` to return: the proxy's task is
+    /// joined, so its panics fail the test. Clients with a request or stream still open keep a
+    /// graceful shutdown waiting: drop them first.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("serve task panicked");
+            within("the gateway to stop", task)
+                .await
+                .expect("serve task panicked");
         }
     }
 }
 
 impl Drop for Gateway {
+    /// Shuts a gateway nobody stopped down (signal, then abort, since a drop cannot wait) and
+    /// fails the test, unless it is failing already: its task was never joined.
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
             task.abort();
+            assert!(
+                std::thread::panicking(),
+                "a Gateway was dropped without `stop().await`: its task was never joined"
+            );
         }
     }
 }

@@ -113,6 +113,7 @@ async fn a_chunked_answer_with_extensions_and_trailers_reaches_the_client_byte_e
     // The client asked for no trailers: hyper drops them, and the framing fields are ours.
     assert!(answer.header("trailer").is_none());
     assert_eq!(targets(&upstream), [(0, "/chunked".to_string())]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -133,6 +134,7 @@ async fn a_connection_whose_chunked_answer_ended_with_trailers_is_reused() {
         [(0, "/chunked".to_string()), (0, "/chunked".to_string())]
     );
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -172,6 +174,7 @@ async fn a_large_chunked_answer_in_uneven_chunks_arrives_byte_exact() {
     }
     // Chunked without trailers ends cleanly: the connection is reused.
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -200,6 +203,7 @@ async fn a_close_delimited_answer_is_delivered_whole_and_its_connection_is_not_r
             (1, "/until-close".to_string())
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -236,6 +240,7 @@ async fn interim_answers_before_the_final_one_never_reach_the_client() {
     let received = upstream.received();
     assert_eq!(received.len(), 2);
     assert_eq!(received[1].body, b"body");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -254,6 +259,7 @@ async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
         assert_eq!(answer.body, "hello");
     }
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -281,6 +287,7 @@ async fn an_answer_with_both_framings_follows_chunked_and_its_connection_is_not_
         targets(&upstream),
         [(0, "/both".to_string()), (1, "/both".to_string())]
     );
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,6 +382,7 @@ async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_s
         bad,
         (0..count).map(|n| format!("/bad/{n}")).collect::<Vec<_>>()
     );
+    gateway.stop().await;
 }
 
 async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize) {
@@ -412,6 +420,8 @@ async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize
         targets(&upstream),
         [(0, "/short".to_string()), (1, "/next".to_string())]
     );
+    drop(client);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -492,6 +502,7 @@ async fn sequential_requests_share_one_upstream_connection() {
             .to_vec()
     );
     assert_eq!(upstream.received()[4].body, b"data");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -521,6 +532,7 @@ async fn answers_that_end_their_connection_are_not_reused() {
             "{:?}",
             String::from_utf8_lossy(answer)
         );
+        gateway.stop().await;
     }
 }
 
@@ -538,6 +550,7 @@ async fn http_1_0_keep_alive_answers_are_reused() {
         assert_eq!(get_through(&gateway, "/x").await.body, "ok");
     }
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -571,6 +584,7 @@ async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_a
         targets(&upstream),
         [(0, "/first".to_string()), (1, "/second".to_string())]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -622,6 +636,7 @@ async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
         .collect();
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].body, b"post body");
+    gateway.stop().await;
 }
 
 /// Connection 0 answers its first request, reads the second whole, then closes without a
@@ -656,6 +671,7 @@ async fn a_get_meeting_a_reused_connection_closed_unanswered_is_sent_again_once(
             (1, "/second".to_string())
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -676,6 +692,7 @@ async fn a_post_meeting_a_reused_connection_closed_unanswered_is_not_sent_again(
         ]
     );
     assert_eq!(upstream.received()[1].body, b"once only");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -697,6 +714,7 @@ async fn a_delete_without_a_body_is_idempotent_and_sent_again_too() {
             (1, "/item".to_string())
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -741,6 +759,7 @@ async fn a_get_is_sent_at_most_twice_however_many_pooled_connections_are_dead() 
         .filter(|r| r.target() == "/again")
         .count();
     assert!(sent <= 2, "the GET was sent {sent} times");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -813,6 +832,7 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
     let next = post_through(&gateway, "/upload", "small").await;
     assert_eq!(next.status, 413);
     assert_eq!(upstream.accepted(), 2);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -846,6 +866,7 @@ async fn a_post_with_content_length_arrives_with_that_length_once_and_no_transfe
     assert_eq!(zero.fields("content-length"), ["0"], "{}", zero.head);
     assert!(zero.fields("transfer-encoding").is_empty(), "{}", zero.head);
     assert!(zero.body.is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -881,6 +902,7 @@ async fn a_streamed_upload_arrives_validly_chunked() {
     assert_eq!(put.malformed, None);
     assert_eq!(put.body.len(), sent.len());
     assert!(put.body == sent, "the decoded body differs");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -923,6 +945,7 @@ async fn a_get_carries_no_framing_fields_and_the_upstreams_own_host_once() {
             "{line:?}"
         );
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -954,6 +977,7 @@ async fn an_http2_upload_without_a_length_arrives_validly_chunked() {
     assert!(post.fields("content-length").is_empty(), "{}", post.head);
     assert_eq!(post.malformed, None);
     assert_eq!(post.body, b"first,second,third");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1068,4 +1092,5 @@ async fn an_upload_and_its_answer_stream_both_ways_at_once() {
         targets(&upstream),
         [(0, "/echo".to_string()), (0, "/after".to_string())]
     );
+    gateway.stop().await;
 }
