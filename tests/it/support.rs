@@ -461,6 +461,16 @@ pub fn assert_ok(answer: &Answer, what: &str) {
     );
 }
 
+/// Aborts a helper task and joins it: a panic it had before fails the test.
+pub async fn cancel<T>(task: JoinHandle<T>) {
+    task.abort();
+    if let Err(err) = task.await {
+        if err.is_panic() {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    }
+}
+
 /// A body of these frames, all ready at once but of no declared length (so HTTP/1.1 sends it
 /// chunked): a streamed answer without a task to feed it.
 pub fn frames_body(frames: impl IntoIterator<Item = Bytes>) -> TestBody {

@@ -5,13 +5,12 @@
 //! answers, truncated bodies, and the request framing an upstream sees on the wire.
 
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::sync::{Barrier, mpsc};
+use tokio::sync::{Barrier, Semaphore, mpsc, oneshot};
 
 use crate::support::*;
 
@@ -75,14 +74,14 @@ async fn post_through(gateway: &Gateway, path: &str, body: &'static str) -> Answ
     send(&client(), req).await
 }
 
-/// Waits for a scripted connection to report it closed, then a little more, so the close has
-/// reached cookiegate's side of the socket.
-async fn closed_signal(rx: &mut mpsc::UnboundedReceiver<usize>) -> usize {
-    let conn = within("the upstream to close its connection", rx.recv())
+/// Waits for a scripted connection to report that it closed (or wrote to) its idle
+/// connection, and returns which one. No further wait is needed: the upstream acted before it
+/// reported, over loopback, so the FIN or the bytes are in cookiegate's socket before the test
+/// sends its next request, and the I/O poll that shows cookiegate that request shows them too.
+async fn idle_signal(rx: &mut mpsc::UnboundedReceiver<usize>) -> usize {
+    within("the upstream to act on its idle connection", rx.recv())
         .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    conn
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -328,18 +327,17 @@ type AfterClose = (usize, Option<Vec<u8>>);
 async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_serving() {
     let answers = Arc::new(invalid_answers());
     let count = answers.len();
-    let closed: Arc<Mutex<Vec<AfterClose>>> = Arc::default();
-    let closed_in = closed.clone();
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<AfterClose>();
     let upstream = scripted(move |mut wire| {
         let answers = answers.clone();
-        let closed = closed_in.clone();
+        let closed = closed_tx.clone();
         async move {
             while let Some(req) = wire.request().await {
                 if let Some(n) = req.target().strip_prefix("/bad/") {
                     wire.send(&answers[n.parse::<usize>().unwrap()]).await;
                     // Left open: cookiegate must be the one to close it.
                     let after = wire.until_closed().await;
-                    closed.lock().unwrap().push((wire.conn, after));
+                    let _ = closed.send((wire.conn, after));
                     return;
                 }
                 wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -358,13 +356,15 @@ async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_s
         assert_eq!(good.status, 200, "after bad answer {n}");
         assert_eq!(good.body, "ok");
     }
-    within("every invalid connection closed", async {
-        while closed.lock().unwrap().len() < count {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let closed = within("every invalid connection closed", async {
+        let mut closed = Vec::new();
+        while closed.len() < count {
+            closed.push(closed_rx.recv().await.unwrap());
         }
+        closed
     })
     .await;
-    for (conn, after) in closed.lock().unwrap().iter() {
+    for (conn, after) in &closed {
         assert_eq!(
             after.as_deref(),
             Some(&b""[..]),
@@ -385,15 +385,22 @@ async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_s
     gateway.stop().await;
 }
 
+/// Connection 0 sends `answer`, whose first `sent` body bytes are all it has, and closes once
+/// the client has those bytes through the proxy: the transfer must break, not end cleanly.
 async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize) {
-    let upstream = scripted(move |mut wire| async move {
-        if wire.conn > 0 {
-            return serve(wire).await;
-        }
-        if wire.request().await.is_some() {
-            wire.send(answer).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            // Closed mid-body.
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release = TakeOnce::new(release_rx);
+    let upstream = scripted(move |mut wire| {
+        let release = release.clone();
+        async move {
+            if wire.conn > 0 {
+                return serve(wire).await;
+            }
+            if wire.request().await.is_some() {
+                wire.send(answer).await;
+                let _ = release.take().await;
+                // Closed mid-body.
+            }
         }
     })
     .await;
@@ -405,7 +412,17 @@ async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize
     within("the broken transfer", async {
         let res = client.request(req).await.expect("response head");
         assert_eq!(res.status(), 200);
-        let (got, failed) = read_to_end_or_break(&mut res.into_body()).await;
+        let mut body = res.into_body();
+        let mut got = Vec::new();
+        while got.len() < sent {
+            match next_data(&mut body).await {
+                Some(Ok(data)) => got.extend_from_slice(&data),
+                other => panic!("the body ended after {} bytes: {other:?}", got.len()),
+            }
+        }
+        release_tx.send(()).unwrap();
+        let (rest, failed) = read_to_end_or_break(&mut body).await;
+        got.extend_from_slice(&rest);
         assert!(
             failed,
             "a truncated body ended cleanly after {} bytes",
@@ -555,28 +572,36 @@ async fn http_1_0_keep_alive_answers_are_reused() {
 
 #[tokio::test]
 async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_answer() {
+    // The test lets the upstream write once the client has the whole first answer: by then
+    // cookiegate has put the connection back in its pool (it does when the body ends).
+    let go = Arc::new(Semaphore::new(0));
     let (wrote_tx, mut wrote_rx) = mpsc::unbounded_channel::<usize>();
-    let upstream = scripted(move |mut wire| {
-        let wrote = wrote_tx.clone();
-        async move {
-            if wire.conn > 0 {
-                return serve(wire).await;
-            }
-            if wire.request().await.is_some() {
-                wire.send(&answer_from(0)).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                // What some servers send before closing an idle connection; here, not closed.
-                wire.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout")
-                    .await;
-                let _ = wrote.send(0);
-                let _ = wire.until_closed().await;
+    let upstream = scripted({
+        let go = go.clone();
+        move |mut wire| {
+            let (go, wrote) = (go.clone(), wrote_tx.clone());
+            async move {
+                if wire.conn > 0 {
+                    return serve(wire).await;
+                }
+                if wire.request().await.is_some() {
+                    wire.send(&answer_from(0)).await;
+                    go.acquire().await.unwrap().forget();
+                    // What some servers send before closing an idle connection; here, not
+                    // closed.
+                    wire.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout")
+                        .await;
+                    let _ = wrote.send(0);
+                    let _ = wire.until_closed().await;
+                }
             }
         }
     })
     .await;
     let gateway = Gateway::single(&upstream.url()).await;
     assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
-    closed_signal(&mut wrote_rx).await;
+    go.add_permits(1);
+    idle_signal(&mut wrote_rx).await;
     let second = get_through(&gateway, "/second").await;
     assert_eq!(second.status, 200);
     assert_eq!(second.body, "conn 1");
@@ -589,20 +614,26 @@ async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_a
 
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
+    // Each close waits for the test's go, given once the client has the whole answer: the
+    // connection is idle in cookiegate's pool by then.
+    let go = Arc::new(Semaphore::new(0));
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<usize>();
-    let upstream = scripted(move |mut wire| {
-        let closed = closed_tx.clone();
-        async move {
-            if wire.conn >= 2 {
-                return serve(wire).await;
-            }
-            // Connections 0 and 1 answer one request, keep-alive, then close while idle.
-            if wire.request().await.is_some() {
-                wire.send(&answer_from(wire.conn)).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let conn = wire.conn;
-                drop(wire);
-                let _ = closed.send(conn);
+    let upstream = scripted({
+        let go = go.clone();
+        move |mut wire| {
+            let (go, closed) = (go.clone(), closed_tx.clone());
+            async move {
+                if wire.conn >= 2 {
+                    return serve(wire).await;
+                }
+                // Connections 0 and 1 answer one request, keep-alive, then close while idle.
+                if wire.request().await.is_some() {
+                    wire.send(&answer_from(wire.conn)).await;
+                    go.acquire().await.unwrap().forget();
+                    let conn = wire.conn;
+                    drop(wire);
+                    let _ = closed.send(conn);
+                }
             }
         }
     })
@@ -610,13 +641,15 @@ async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
     let gateway = Gateway::single(&upstream.url()).await;
 
     assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
-    assert_eq!(closed_signal(&mut closed_rx).await, 0);
+    go.add_permits(1);
+    assert_eq!(idle_signal(&mut closed_rx).await, 0);
     let second = get_through(&gateway, "/second").await;
     assert_eq!(second.status, 200);
     assert_eq!(second.body, "conn 1");
 
     // A request with a body is never sent again, so it must not meet the closed connection.
-    assert_eq!(closed_signal(&mut closed_rx).await, 1);
+    go.add_permits(1);
+    assert_eq!(idle_signal(&mut closed_rx).await, 1);
     let third = post_through(&gateway, "/third", "post body").await;
     assert_eq!(third.status, 200);
     assert_eq!(third.body, "conn 2");
@@ -821,7 +854,7 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
         }
     })
     .await;
-    uploader.abort();
+    cancel(uploader).await;
     let answer = answer.expect("an answer, not a closed connection");
     assert_eq!(answer.status, 413);
     assert_eq!(answer.body, r#"{"upstream":"too big"}"#);
@@ -841,6 +874,46 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
 
 async fn recording() -> TestUpstream {
     scripted(serve).await
+}
+
+/// [`recording`], also reporting the size of each piece of body data it reads (each chunk of
+/// a chunked body).
+async fn recording_with_progress() -> (TestUpstream, mpsc::UnboundedReceiver<usize>) {
+    let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+    let upstream = scripted(move |mut wire| {
+        let progress = progress_tx.clone();
+        async move {
+            while wire
+                .request_with(|data| {
+                    let _ = progress.send(data.len());
+                })
+                .await
+                .is_some()
+            {
+                let answer = answer_from(wire.conn);
+                wire.send(&answer).await;
+            }
+        }
+    })
+    .await;
+    (upstream, progress_rx)
+}
+
+/// Sends `pieces` as body frames, each after the upstream has read all the ones before (as
+/// `progress` reports), then ends the body: they travel one by one, as from a slow client.
+async fn feed_one_by_one(
+    mut tx: http_body_util::channel::Sender<Bytes, BoxError>,
+    pieces: Vec<Bytes>,
+    progress: &mut mpsc::UnboundedReceiver<usize>,
+) {
+    let (mut sent, mut arrived) = (0, 0);
+    for piece in pieces {
+        sent += piece.len();
+        tx.send_data(piece).await.unwrap();
+        while arrived < sent {
+            arrived += progress.recv().await.expect("the upstream reads on");
+        }
+    }
 }
 
 #[tokio::test]
@@ -871,7 +944,7 @@ async fn a_post_with_content_length_arrives_with_that_length_once_and_no_transfe
 
 #[tokio::test]
 async fn a_streamed_upload_arrives_validly_chunked() {
-    let upstream = recording().await;
+    let (upstream, mut progress) = recording_with_progress().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let pieces: Vec<Bytes> = vec![
         Bytes::from_static(b"alpha;"),
@@ -880,20 +953,19 @@ async fn a_streamed_upload_arrives_validly_chunked() {
         Bytes::from_static(b"omega"),
     ];
     let sent: Vec<u8> = pieces.concat();
-    let (mut tx, body) = channel_body(1);
+    let (tx, body) = channel_body(1);
     let req = request("PUT", &gateway.url("/api/proxy/upload"), Some(TOKEN))
         .header("content-type", "application/octet-stream")
         .body(body)
         .unwrap();
     let client = client();
-    let feeder = tokio::spawn(async move {
-        for piece in pieces {
-            tx.send_data(piece).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    let answer = within("the upload", send(&client, req)).await;
-    feeder.await.unwrap();
+    let (answer, ()) = within("the upload, piece by piece", async {
+        tokio::join!(
+            send(&client, req),
+            feed_one_by_one(tx, pieces, &mut progress)
+        )
+    })
+    .await;
     assert_eq!(answer.status, 200);
 
     let put = upstream.received().pop().unwrap();
@@ -950,21 +1022,21 @@ async fn a_get_carries_no_framing_fields_and_the_upstreams_own_host_once() {
 
 #[tokio::test]
 async fn an_http2_upload_without_a_length_arrives_validly_chunked() {
-    let upstream = recording().await;
+    let (upstream, mut progress) = recording_with_progress().await;
     let gateway = Gateway::single(&upstream.url()).await;
-    let (mut tx, body) = channel_body(1);
+    let (tx, body) = channel_body(1);
     let req = request("POST", &gateway.url("/api/proxy/h2"), Some(TOKEN))
         .body(body)
         .unwrap();
     let client = h2_client();
-    let feeder = tokio::spawn(async move {
-        for piece in [&b"first,"[..], b"second,", b"third"] {
-            tx.send_data(Bytes::from_static(piece)).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    let answer = within("the upload", send(&client, req)).await;
-    feeder.await.unwrap();
+    let pieces = [&b"first,"[..], b"second,", b"third"].map(Bytes::from_static);
+    let (answer, ()) = within("the upload, piece by piece", async {
+        tokio::join!(
+            send(&client, req),
+            feed_one_by_one(tx, pieces.to_vec(), &mut progress)
+        )
+    })
+    .await;
     assert_eq!(answer.status, 200);
     let post = upstream.only_received();
     assert_eq!(post.request_line(), "POST /h2 HTTP/1.1");

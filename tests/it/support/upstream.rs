@@ -22,7 +22,6 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{Request, Response};
@@ -539,6 +538,12 @@ impl Wire {
     /// Reads a whole request (its body by its framing) and records it. `None` at EOF, also
     /// in the middle of a request (which is then not recorded).
     pub async fn request(&mut self) -> Option<Received> {
+        self.request_with(|_| {}).await
+    }
+
+    /// [`Wire::request`], telling `on_data` about each piece of body data as it is read (each
+    /// chunk of a chunked body).
+    pub async fn request_with(&mut self, mut on_data: impl FnMut(&[u8])) -> Option<Received> {
         let head = self.read_until(b"\r\n\r\n").await?;
         let mut received = Received {
             conn: self.conn,
@@ -550,33 +555,33 @@ impl Wire {
         let lengths = received.fields("content-length");
         if !codings.is_empty() {
             if codings == ["chunked"] {
-                match self.read_chunked().await? {
-                    Ok(body) => received.body = body,
-                    Err(why) => received.malformed = Some(why),
+                loop {
+                    match self.read_chunk().await? {
+                        Ok(Some(data)) => {
+                            on_data(&data);
+                            received.body.extend_from_slice(&data);
+                        }
+                        Ok(None) => break,
+                        Err(why) => {
+                            received.malformed = Some(why);
+                            break;
+                        }
+                    }
                 }
             } else {
                 received.malformed = Some(format!("transfer-encoding {codings:?}"));
             }
         } else if let Some(length) = lengths.first() {
             match length.parse::<usize>() {
-                Ok(len) => received.body = self.read_exact(len).await?,
+                Ok(len) => {
+                    received.body = self.read_exact(len).await?;
+                    on_data(&received.body);
+                }
                 Err(_) => received.malformed = Some(format!("content-length {length:?}")),
             }
         }
         self.record(&received);
         Some(received)
-    }
-
-    /// A chunked body, read strictly: bare hex sizes, CRLF after each chunk, no trailers.
-    async fn read_chunked(&mut self) -> Option<Result<Vec<u8>, String>> {
-        let mut body = Vec::new();
-        loop {
-            match self.read_chunk().await? {
-                Ok(Some(data)) => body.extend_from_slice(&data),
-                Ok(None) => return Some(Ok(body)),
-                Err(why) => return Some(Err(why)),
-            }
-        }
     }
 
     /// One chunk of a chunked body, read strictly (bare hex sizes, CRLF after each chunk, no
@@ -611,11 +616,17 @@ impl Wire {
         let _ = self.stream.flush().await;
     }
 
-    /// Writes `pieces` one at a time with a pause between, so they arrive in separate reads.
+    /// Writes `pieces` one at a time, each once cookiegate has read the one before, so they
+    /// arrive in separate reads.
+    ///
+    /// The test's runtime runs on one thread, and a yielding task there is resumed only after
+    /// the runtime has polled its sockets: by then cookiegate's task has been woken for the
+    /// piece just written and runs (and reads it) before this one writes the next. (Pieces
+    /// that do arrive together still make a valid answer; the test only exercises less.)
     pub async fn send_in_pieces(&mut self, pieces: &[&[u8]]) {
         for piece in pieces {
             self.send(piece).await;
-            tokio::time::sleep(Duration::from_millis(15)).await;
+            tokio::task::yield_now().await;
         }
     }
 
