@@ -8,9 +8,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Response;
+use rustls::AlertDescription;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::Acceptor;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::oneshot;
+use tokio_rustls::LazyConfigAcceptor;
 
 use crate::cli::Running;
 use crate::support::*;
@@ -37,21 +41,69 @@ fn localhost_tls() -> rustls::ServerConfig {
         .unwrap()
 }
 
+/// What a TLS upstream saw of a client's handshake.
+#[derive(Debug)]
+struct Handshake {
+    /// The first TLS record, as it came off the wire.
+    first_record: Vec<u8>,
+    /// The SNI of the ClientHello.
+    server_name: Option<String>,
+    /// How the handshake ended for the server: `Ok`, or the TLS error (an alert the client
+    /// sent, say).
+    outcome: Result<(), Option<rustls::Error>>,
+}
+
 #[tokio::test]
 async fn https_upstreams_get_a_tls_handshake_and_an_untrusted_one_gives_502() {
-    // A plain TCP upstream standing in for the https one: it records the first TLS record it
-    // gets and hangs up, as a server with a certificate nobody trusts would fail the handshake.
-    let (tx, rx) = oneshot::channel::<Vec<u8>>();
+    // A real TLS server with a certificate that is valid for `localhost` but signed by a CA
+    // this process does not trust: only certificate verification can refuse it.
+    let (tx, rx) = oneshot::channel::<Handshake>();
     let report = TakeOnce::new(tx);
     let upstream = TestUpstream::builder()
         .raw(move |mut wire| {
             let report = report.clone();
             async move {
-                // The 5-byte record header gives the record's length.
+                // The first record raw (its 5-byte header gives its length), then replayed
+                // into rustls for the handshake.
                 let header = wire.read_exact(5).await.expect("a first record header");
                 let len = usize::from(u16::from_be_bytes([header[3], header[4]]));
                 let body = wire.read_exact(len).await.expect("the whole first record");
-                let _ = report.take().send([header, body].concat());
+                let first_record = [header, body].concat();
+                let (stream, rest) = wire.into_parts();
+                let (read, write) = stream.into_split();
+                let replayed = std::io::Cursor::new([first_record.clone(), rest].concat());
+                let io = tokio::io::join(replayed.chain(read), write);
+                let start = LazyConfigAcceptor::new(Acceptor::default(), io)
+                    .await
+                    .expect("a TLS ClientHello");
+                let server_name = start.client_hello().server_name().map(str::to_owned);
+                let (outcome, tls) = match start.into_stream(Arc::new(localhost_tls())).await {
+                    Ok(tls) => (Ok(()), Some(tls)),
+                    Err(err) => {
+                        let tls_error = err.get_ref().and_then(|e| e.downcast_ref());
+                        (Err(tls_error.cloned()), None)
+                    }
+                };
+                let report = report.take();
+                let _ = report.send(Handshake {
+                    first_record,
+                    server_name,
+                    outcome,
+                });
+                // Had the gateway accepted the certificate, it would get an answer, not a 502.
+                if let Some(mut tls) = tls {
+                    let mut head = Vec::new();
+                    while find(&head, b"\r\n\r\n").is_none() {
+                        let mut buf = [0u8; 4096];
+                        match tls.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\nuntrusted";
+                    let _ = tls.write_all(answer).await;
+                    let _ = tls.flush().await;
+                }
             }
         })
         .start()
@@ -59,8 +111,22 @@ async fn https_upstreams_get_a_tls_handshake_and_an_untrusted_one_gives_502() {
     let port = upstream.addr.port();
     let gateway = Gateway::single(&format!("https://localhost:{port}/v1")).await;
     let answer = get(&gateway.url("/api/proxy/x"), Some("tls-token")).await;
+    // Would be the upstream's 200 if the gateway did not verify the certificate.
     answer.assert_error(502, "upstream unreachable");
-    let hello = within("client hello", rx).await.unwrap();
+    let handshake = within("the upstream's handshake report", rx).await.unwrap();
+    // The gateway refused the certificate itself: it ended the handshake with the alert for a
+    // certificate from an unknown CA. With verification off it would have completed the
+    // handshake (and got an answer); a server that merely hung up would show no alert.
+    assert_eq!(
+        handshake.outcome,
+        Err(Some(rustls::Error::AlertReceived(
+            AlertDescription::UnknownCA
+        ))),
+        "{handshake:?}"
+    );
+    // SNI names the configured host.
+    assert_eq!(handshake.server_name.as_deref(), Some("localhost"));
+    let hello = &handshake.first_record;
     // A TLS handshake record (0x16) carrying a ClientHello (0x01), never plaintext HTTP.
     assert_eq!(
         hello[0],
@@ -69,9 +135,9 @@ async fn https_upstreams_get_a_tls_handshake_and_an_untrusted_one_gives_502() {
         &hello[..hello.len().min(16)]
     );
     assert_eq!(hello[5], 0x01);
-    // SNI names the configured host.
     assert!(hello.windows(9).any(|w| w == b"localhost"));
     assert!(!hello.windows(9).any(|w| w == b"tls-token"));
+    assert_eq!(upstream.accepted(), 1, "no second attempt");
     gateway.stop().await;
     upstream.finish().await;
 }

@@ -637,4 +637,9 @@ impl Wire {
         tokio::time::timeout(GUARD, wait).await.ok()?;
         Some(std::mem::take(&mut self.buf))
     }
+
+    /// The TCP stream, and the bytes already read from it but not consumed.
+    pub fn into_parts(self) -> (TcpStream, Vec<u8>) {
+        (self.stream, self.buf)
+    }
 }
