@@ -1,5 +1,5 @@
 //! The test support itself: a panic in a fake upstream's task fails the test that started it,
-//! and a gateway nobody stopped fails its test.
+//! a gateway nobody stopped fails its test, and temporary directories go away.
 
 use http::Response;
 use tokio::io::AsyncReadExt;
@@ -68,4 +68,14 @@ async fn a_gateway_dropped_without_stop_fails_the_test() {
     let gateway = Gateway::single(&dead_upstream_url().await).await;
     assert_eq!(get(&gateway.url("/healthz"), None).await.status, 200);
     drop(gateway);
+}
+
+#[test]
+fn a_temp_dir_is_removed_with_its_contents_when_dropped() {
+    let dir = TempDir::new("harness");
+    std::fs::write(dir.join("file"), "x").unwrap();
+    let path = dir.to_path_buf();
+    assert!(path.join("file").exists());
+    drop(dir);
+    assert!(!path.exists());
 }

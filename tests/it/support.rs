@@ -13,6 +13,7 @@ pub use upstream::*;
 use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -501,5 +502,33 @@ impl http_body::Body for Frames {
 
     fn size_hint(&self) -> SizeHint {
         SizeHint::default()
+    }
+}
+
+/// A fresh empty directory under the system's temp dir, removed (with everything in it) when
+/// dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `cookiegate-it-{name}-{pid}`, emptied if a killed run left it behind.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cookiegate-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
