@@ -25,6 +25,7 @@ mod api;
 use std::future::Future;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
@@ -47,6 +48,23 @@ pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Resu
     start(listener, shutdown).await
 }
 
+/// How the demo behaves where a test may want it to differ; [`Default`] is what
+/// `cookiegate demo` runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DemoOptions {
+    /// The pause between two words of the assistant's streamed reply. Zero sends each word as
+    /// soon as the one before has been taken (tests use it to stream without waiting).
+    pub word_pause: Duration,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        Self {
+            word_pause: api::WORD_PAUSE,
+        }
+    }
+}
+
 /// Runs the demo on an already bound listener (tests bind port 0) until `shutdown` resolves.
 /// The demo API's tasks end before this returns.
 ///
@@ -56,9 +74,21 @@ pub async fn start(
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), BoxError> {
+    start_with(listener, DemoOptions::default(), shutdown).await
+}
+
+/// [`start`] with these options.
+///
+/// # Errors
+/// As [`start`].
+pub async fn start_with(
+    listener: TcpListener,
+    options: DemoOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), BoxError> {
     let addr = listener.local_addr()?;
     // Dropping `api` (on every way out of this function) stops the API and its streams.
-    let api = api::DemoApi::start().await?;
+    let api = api::DemoApi::start(options.word_pause).await?;
     let config = Config::from_file(file_config(addr, api.addr()))?;
     let state = Arc::new(AppState::new(config)?);
     tracing::info!(api = %api.addr(), "demo API listening");

@@ -43,8 +43,8 @@ const PAGE: &str = include_str!("page.html");
 const MAX_BODY: usize = 64 * 1024;
 /// Time between two `tick` events on `/api/events`.
 const TICK: Duration = Duration::from_secs(2);
-/// Pause between two words of the assistant's reply.
-const WORD_PAUSE: Duration = Duration::from_millis(80);
+/// Pause between two words of the assistant's reply, unless the demo is started with another.
+pub(super) const WORD_PAUSE: Duration = Duration::from_millis(80);
 /// Longest name or item title kept, in characters.
 const MAX_TEXT: usize = 80;
 
@@ -58,14 +58,18 @@ pub(crate) struct DemoApi {
 }
 
 impl DemoApi {
-    /// Binds a loopback port and starts serving.
+    /// Binds a loopback port and starts serving; the assistant's replies pause `word_pause`
+    /// between words.
     ///
     /// # Errors
     /// When the port cannot be bound.
-    pub(crate) async fn start() -> std::io::Result<Self> {
+    pub(crate) async fn start(word_pause: Duration) -> std::io::Result<Self> {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
         let addr = listener.local_addr()?;
-        let store = Arc::new(Store::default());
+        let store = Arc::new(Store {
+            word_pause,
+            ..Store::default()
+        });
         let accept = tokio::spawn(accept_loop(listener, store));
         Ok(Self { addr, accept })
     }
@@ -121,6 +125,8 @@ struct Store {
     events: broadcast::Sender<Bytes>,
     /// Keyed at random once per process; see [`Store::new_token`].
     keys: std::collections::hash_map::RandomState,
+    /// Pause between two words of the assistant's reply.
+    word_pause: Duration,
 }
 
 #[derive(Default)]
@@ -141,6 +147,7 @@ impl Default for Store {
             inner: Mutex::default(),
             events: broadcast::channel(64).0,
             keys: std::collections::hash_map::RandomState::new(),
+            word_pause: WORD_PAUSE,
         }
     }
 }
@@ -345,11 +352,12 @@ async fn chatkit(store: &Store, user: &str, req: Request<Incoming>) -> Response<
          the moment it arrived, without buffering. Your token never touched this page's script.",
         s = if count == 1 { "" } else { "s" },
     );
-    word_events(reply, "text", WORD_PAUSE)
+    word_events(reply, "text", store.word_pause)
 }
 
 /// A streamed assistant reply: each word of `reply` (with the space before it) as a `token`
-/// event whose JSON carries it under `field`, `pause` apart, then a `done` event.
+/// event whose JSON carries it under `field`, `pause` apart, then a `done` event. A zero
+/// `pause` yields instead, so the reader takes each word before the next is sent.
 fn word_events(
     reply: String,
     field: &'static str,
@@ -369,7 +377,11 @@ fn word_events(
             {
                 return;
             }
-            tokio::time::sleep(pause).await;
+            if pause.is_zero() {
+                tokio::task::yield_now().await;
+            } else {
+                tokio::time::sleep(pause).await;
+            }
         }
         let _ = tx.send(sse("done", &json!({}))).await;
     })
@@ -546,7 +558,7 @@ mod tests {
 
     #[tokio::test]
     async fn login_sets_an_httponly_session_cookie() {
-        let api = DemoApi::start().await.unwrap();
+        let api = DemoApi::start(WORD_PAUSE).await.unwrap();
         let client = client();
         let reply = send(&client, &api, "POST", "/login", None, r#"{"name":" ada "}"#).await;
         assert_eq!(reply.status, StatusCode::OK);
@@ -569,7 +581,7 @@ mod tests {
 
     #[tokio::test]
     async fn api_refuses_a_missing_or_unknown_bearer_like_fastapi() {
-        let api = DemoApi::start().await.unwrap();
+        let api = DemoApi::start(WORD_PAUSE).await.unwrap();
         let client = client();
         for token in [None, Some("0123456789abcdef0123456789abcdef")] {
             for (method, path) in [
@@ -586,7 +598,7 @@ mod tests {
 
     #[tokio::test]
     async fn bearer_lists_and_creates_its_own_items() {
-        let api = DemoApi::start().await.unwrap();
+        let api = DemoApi::start(WORD_PAUSE).await.unwrap();
         let client = client();
         let ada = login_as(&client, &api, "ada").await;
         let bob = login_as(&client, &api, "bob").await;
@@ -628,7 +640,7 @@ mod tests {
 
     #[tokio::test]
     async fn logout_forgets_the_session_and_clears_the_cookie() {
-        let api = DemoApi::start().await.unwrap();
+        let api = DemoApi::start(WORD_PAUSE).await.unwrap();
         let client = client();
         let token = login_as(&client, &api, "ada").await;
         let req = Request::builder()
@@ -647,7 +659,7 @@ mod tests {
 
     #[tokio::test]
     async fn chatkit_streams_one_event_per_word_then_done() {
-        let api = DemoApi::start().await.unwrap();
+        let api = DemoApi::start(Duration::ZERO).await.unwrap();
         let client = client();
         let token = login_as(&client, &api, "ada").await;
         let res = call(
@@ -692,7 +704,7 @@ mod tests {
 
     #[tokio::test]
     async fn event_feed_ticks_and_announces_new_items() {
-        let api = DemoApi::start().await.unwrap();
+        let api = DemoApi::start(WORD_PAUSE).await.unwrap();
         let client = client();
         let token = login_as(&client, &api, "ada").await;
         let res = call(&client, &api, "GET", "/api/events", Some(&token), "").await;
@@ -732,7 +744,7 @@ mod tests {
 
     #[tokio::test]
     async fn page_and_unknown_paths() {
-        let api = DemoApi::start().await.unwrap();
+        let api = DemoApi::start(WORD_PAUSE).await.unwrap();
         let client: Client<HttpConnector, Empty<Bytes>> =
             Client::builder(TokioExecutor::new()).build_http();
         let res = client

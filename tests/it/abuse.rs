@@ -48,7 +48,7 @@ fn cookie_line() -> Vec<u8> {
 
 /// Asserts the gateway still answers a normal request, and that it is the only new request
 /// the upstream saw (so nothing from before was forwarded late).
-async fn assert_still_serves(gateway: &Gateway, upstream: &Upstream, what: &str) {
+async fn assert_still_serves(gateway: &Gateway, upstream: &TestUpstream, what: &str) {
     let before = upstream.seen().len();
     let answer = get(&gateway.url("/api/proxy/after"), Some(TOKEN)).await;
     assert_eq!(answer.status, 200, "after {what}");
@@ -58,7 +58,7 @@ async fn assert_still_serves(gateway: &Gateway, upstream: &Upstream, what: &str)
 }
 
 /// Asserts that the upstream saw nothing but the normal requests of [`assert_still_serves`].
-fn assert_only_checks_arrived(upstream: &Upstream, what: &str) {
+fn assert_only_checks_arrived(upstream: &TestUpstream, what: &str) {
     let seen = upstream.seen();
     assert!(
         seen.iter().all(|s| s.target == "/after"),
@@ -88,7 +88,7 @@ fn assert_bad_request(answer: &Answer, what: &str) {
 
 #[tokio::test]
 async fn a_request_head_over_max_header_bytes_gets_431() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_header_bytes = \"8KiB\"")).await;
     let big = format!("X-Big: {}\r\n", "a".repeat(20 * 1024));
     let many = (0..40)
@@ -118,11 +118,12 @@ async fn a_request_head_over_max_header_bytes_gets_431() {
     );
     assert_eq!(raw_answer(gateway.addr, &req).await.status, 200);
     assert_eq!(upstream.seen().last().unwrap().target, "/fine");
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_oversized_http2_header_block_gets_431() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_header_bytes = \"8KiB\"")).await;
     let client = h2_client();
     let req = request("GET", &gateway.url("/api/proxy/x"), Some(TOKEN))
@@ -141,11 +142,12 @@ async fn an_oversized_http2_header_block_gets_431() {
     .await;
     assert_eq!(answer.status, 200, "the HTTP/2 connection goes on");
     assert_eq!(upstream.only().target, "/after");
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn more_headers_than_max_headers_gets_431() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_headers = 10")).await;
     let pad = |n: usize| {
         (0..n)
@@ -170,6 +172,7 @@ async fn more_headers_than_max_headers_gets_431() {
     );
     assert_eq!(raw_answer(gateway.addr, &req).await.status, 200);
     assert_eq!(upstream.seen().last().unwrap().target, "/ten");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -210,7 +213,7 @@ async fn read_until_closed(stream: &mut TcpStream, what: &str) -> Vec<u8> {
 
 #[tokio::test]
 async fn connections_over_max_connections_get_503_and_are_closed() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "max_connections = 2")).await;
     let mut first = held_connection(&gateway, 0).await;
     let mut second = held_connection(&gateway, 1).await;
@@ -256,6 +259,7 @@ async fn connections_over_max_connections_get_503_and_are_closed() {
             "/held/0", "/held/1", "/again", "/later/0", "/later/1", "/later/2"
         ]
     );
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -270,7 +274,7 @@ fn is_cookie_octet(b: u8) -> bool {
 #[tokio::test]
 async fn every_byte_in_a_cookie_value_is_forwarded_verbatim_or_refused() {
     // `auth_token=Qv<byte>Jk` for each of the 256 byte values, sent raw.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let mut forwarded = 0;
     for byte in 0u8..=255 {
@@ -322,13 +326,14 @@ async fn every_byte_in_a_cookie_value_is_forwarded_verbatim_or_refused() {
     // 0x21..=0x7e minus `"`, `,`, `\` (and `;`, counted separately), plus `;`.
     assert_eq!(forwarded, 94 - 4 + 1);
     assert_still_serves(&gateway, &upstream, "the byte sweep").await;
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_cookie_line_with_crlf_never_becomes_a_header_cookiegate_made() {
     // CR and LF end a header line, so whatever follows them is at most the client's own next
     // header: cookiegate never writes a cookie's bytes anywhere but `Authorization: Bearer`.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let cases: [(&str, &[u8], Option<&str>); 8] = [
         (
@@ -402,13 +407,14 @@ async fn a_cookie_line_with_crlf_never_becomes_a_header_cookiegate_made() {
         }
     }
     assert_still_serves(&gateway, &upstream, "the injection attempts").await;
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn several_session_cookies_are_ambiguous_in_every_shape() {
     // The hyper-client shapes (one field, two fields) are in `errors.rs`; here the raw and
     // HTTP/2 ones, where cookies arrive split as RFC 9113 §8.2.3 allows.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let raw_cases: [&[&[u8]]; 4] = [
         &[
@@ -459,6 +465,7 @@ async fn several_session_cookies_are_ambiguous_in_every_shape() {
         .unwrap();
     assert_eq!(send(&client, req).await.status, 200);
     assert_eq!(upstream.only().header("authorization"), Some("Bearer mine"));
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -467,7 +474,7 @@ async fn several_session_cookies_are_ambiguous_in_every_shape() {
 
 #[tokio::test]
 async fn connect_with_an_authority_target_gets_405_and_nothing_is_forwarded() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     for target in ["evil.example:443", "127.0.0.1:22", "[::1]:80"] {
         let req = raw_request(
@@ -489,6 +496,7 @@ async fn connect_with_an_authority_target_gets_405_and_nothing_is_forwarded() {
     );
     assert_eq!(raw_answer(gateway.addr, &req).await.status, 200);
     assert_eq!(upstream.seen().last().unwrap().target, "/abs?q=1");
+    gateway.stop().await;
 }
 
 /// A smuggling shape: what it is, the request line, its framing header lines, its body.
@@ -496,7 +504,7 @@ type Shape<'a> = (&'a str, &'a str, &'a [&'a [u8]], &'a [u8]);
 
 #[tokio::test]
 async fn request_smuggling_shapes_are_refused_and_never_forwarded() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     // A request hidden in a body, as a front end that trusted the other framing would pass it.
     let hidden = b"0\r\n\r\nGET /api/proxy/smuggled HTTP/1.1\r\nHost: gw\r\n\r\n";
@@ -606,6 +614,7 @@ async fn request_smuggling_shapes_are_refused_and_never_forwarded() {
         assert_still_serves(&gateway, &upstream, what).await;
     }
     assert!(failures.is_empty(), "{failures:#?}");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -615,7 +624,7 @@ async fn keep_alive_requests_around_a_smuggling_shape_are_judged_one_by_one() {
     // request to request. Pipelined in one write: bodies (by length, and chunked with an
     // extension and a trailer) holding text shaped like a smuggling head, a plain GET, the
     // real shape, and a request after it that hyper never reads (it closes after the shape).
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let fake: &[u8] =
         b"POST /api/proxy/fake HTTP/1.1\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n";
@@ -673,4 +682,5 @@ async fn keep_alive_requests_around_a_smuggling_shape_are_judged_one_by_one() {
     assert_eq!(seen[0].body, fake);
     assert_eq!(seen[1].body, fake);
     assert_still_serves(&gateway, &upstream, "the pipelined requests").await;
+    gateway.stop().await;
 }

@@ -1,7 +1,7 @@
 //! The `cookiegate` binary itself: `check` output and exit codes, zero-config mode, signals.
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -18,14 +18,6 @@ fn cookiegate(dir: &Path) -> Command {
         .env_remove("BACKEND_URL")
         .env_remove("RUST_LOG");
     cmd
-}
-
-/// A fresh empty directory for one test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("cookiegate-it-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -55,7 +47,7 @@ auth = "none"
 
 #[test]
 fn check_prints_the_route_table_and_exits_0() {
-    let dir = temp_dir("check-ok");
+    let dir = TempDir::new("check-ok");
     std::fs::write(dir.join("gate.toml"), GOOD).unwrap();
     let out = run(cookiegate(&dir).args(["check", "--config", "gate.toml"]));
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
@@ -101,7 +93,7 @@ fn check_prints_the_route_table_and_exits_0() {
 
 #[test]
 fn check_lists_every_problem_and_exits_2() {
-    let dir = temp_dir("check-bad");
+    let dir = TempDir::new("check-bad");
     std::fs::write(
         dir.join("cookiegate.toml"),
         r#"
@@ -136,7 +128,7 @@ auth = "sometimes"
 
 #[test]
 fn unknown_keys_and_missing_files_exit_2() {
-    let dir = temp_dir("check-unknown");
+    let dir = TempDir::new("check-unknown");
     std::fs::write(
         dir.join("typo.toml"),
         "[[routes]]\nprefix = \"/\"\nupstream = \"http://127.0.0.1:1\"\ncokie = \"sid\"\n",
@@ -157,7 +149,7 @@ fn unknown_keys_and_missing_files_exit_2() {
 
 #[test]
 fn nothing_configured_explains_the_options_and_exits_2() {
-    let dir = temp_dir("check-none");
+    let dir = TempDir::new("check-none");
     for args in [&["check"][..], &[][..]] {
         let out = run(cookiegate(&dir).args(args));
         assert_eq!(out.status.code(), Some(2));
@@ -171,7 +163,7 @@ fn nothing_configured_explains_the_options_and_exits_2() {
 
 #[test]
 fn config_sources_follow_flag_env_and_backend_url() {
-    let dir = temp_dir("sources");
+    let dir = TempDir::new("sources");
     std::fs::write(dir.join("env.toml"), GOOD).unwrap();
     let out = run(cookiegate(&dir)
         .arg("check")
@@ -223,7 +215,7 @@ fn invalid_config_is_refused_before_binding() {
     // as a bind failure (1).
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port();
-    let dir = temp_dir("before-bind");
+    let dir = TempDir::new("before-bind");
     let out = run(cookiegate(&dir).args([
         "--upstream",
         "ftp://nope",
@@ -246,6 +238,8 @@ fn invalid_config_is_refused_before_binding() {
 pub(crate) struct Running {
     child: Child,
     lines: mpsc::Receiver<String>,
+    /// The thread that reads stderr into `lines`; it ends when the child's stderr closes.
+    reader: Option<std::thread::JoinHandle<()>>,
     pub log: Vec<String>,
 }
 
@@ -259,7 +253,7 @@ impl Running {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if tx.send(line).is_err() {
                     break;
@@ -269,6 +263,7 @@ impl Running {
         let mut running = Self {
             child,
             lines: rx,
+            reader: Some(reader),
             log: Vec::new(),
         };
         let addr = loop {
@@ -302,6 +297,9 @@ impl Running {
         while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
             self.log.push(line);
         }
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stderr reader did not panic");
+        }
         (status.code(), self.log.join("\n"))
     }
 }
@@ -315,8 +313,8 @@ impl Drop for Running {
 
 #[tokio::test]
 async fn zero_config_mode_proxies_and_stops_cleanly_on_sigterm() {
-    let upstream = Upstream::echo_ok().await;
-    let dir = temp_dir("zero-config");
+    let upstream = TestUpstream::echo_ok().await;
+    let dir = TempDir::new("zero-config");
     let mut cmd = cookiegate(&dir);
     cmd.args(["--listen", "127.0.0.1:0"])
         .env("BACKEND_URL", upstream.url());
@@ -339,8 +337,8 @@ async fn zero_config_mode_proxies_and_stops_cleanly_on_sigterm() {
 
 #[tokio::test]
 async fn zero_config_flags_pick_prefix_and_cookie() {
-    let upstream = Upstream::echo_ok().await;
-    let dir = temp_dir("zero-config-flags");
+    let upstream = TestUpstream::echo_ok().await;
+    let dir = TempDir::new("zero-config-flags");
     let mut cmd = cookiegate(&dir);
     cmd.args([
         "--upstream",

@@ -3,14 +3,11 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-use http::{Request, Response};
+use http::Response;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
-use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::Barrier;
 use tokio::task::{JoinHandle, JoinSet};
 
@@ -20,27 +17,28 @@ const N: usize = 200;
 
 /// An upstream that holds every request until all `n` have arrived, so they are all in flight
 /// through the proxy at once, then answers each with the `Authorization` it received.
-async fn bearer_echo(n: usize) -> Upstream {
+async fn bearer_echo(n: usize) -> TestUpstream {
     let barrier = Arc::new(Barrier::new(n));
-    Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let barrier = barrier.clone();
-        async move {
-            let bearer = req
-                .headers()
-                .get("authorization")
-                .map(|v| v.as_bytes().to_vec())
-                .unwrap_or_default();
-            barrier.wait().await;
-            Response::new(full(bearer))
-        }
-    })
-    .await
+    TestUpstream::builder()
+        .handle(move |req, _| {
+            let barrier = barrier.clone();
+            async move {
+                let bearer = req
+                    .headers()
+                    .get("authorization")
+                    .map(|v| v.as_bytes().to_vec())
+                    .unwrap_or_default();
+                barrier.wait().await;
+                Response::new(full(bearer))
+            }
+        })
+        .start()
+        .await
 }
 
 /// Each upstream request carried the token of the client that sent it: request `i` (path
 /// `/whoami/i`) with `tok-i`, 200 distinct bearers in all.
-fn assert_each_request_carried_its_own_token(upstream: &Upstream) {
+fn assert_each_request_carried_its_own_token(upstream: &TestUpstream) {
     let seen = upstream.seen();
     assert_eq!(seen.len(), N);
     let mut bearers: Vec<String> = Vec::new();
@@ -133,35 +131,19 @@ async fn concurrent_streams_on_one_http2_connection_each_carry_their_own_token()
         .unwrap();
 }
 
-/// An upstream that counts the TCP connections it accepts and answers every request `ok`.
-async fn counting_upstream() -> (String, Arc<AtomicUsize>, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let accepted = Arc::new(AtomicUsize::new(0));
-    let count = accepted.clone();
-    let task = tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        loop {
-            let (stream, _) = listener.accept().await.unwrap();
-            count.fetch_add(1, Ordering::SeqCst);
-            connections.spawn(async move {
-                let service = service_fn(|_: Request<Incoming>| async {
-                    Ok::<_, std::convert::Infallible>(Response::new(full("ok")))
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
-            });
-        }
-    });
-    (url, accepted, task)
+/// An upstream that answers every request `ok` (it counts the TCP connections it accepts).
+async fn ok_upstream() -> TestUpstream {
+    TestUpstream::builder()
+        .respond(|_| Response::new(full("ok")))
+        .start()
+        .await
 }
 
 #[tokio::test]
 async fn sequential_requests_reuse_pooled_upstream_connections() {
     const REQUESTS: usize = 50;
-    let (url, accepted, upstream) = counting_upstream().await;
-    let gateway = Gateway::single(&url).await;
+    let upstream = ok_upstream().await;
+    let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for i in 0..REQUESTS {
         let req = request(
@@ -177,12 +159,11 @@ async fn sequential_requests_reuse_pooled_upstream_connections() {
     }
     // A connection goes back to the pool a moment after its response ends, so a request may
     // now and then open a new one; without pooling there would be one per request.
-    let accepted = accepted.load(Ordering::SeqCst);
+    let accepted = upstream.accepted();
     assert!(
         accepted < REQUESTS / 5,
         "{accepted} upstream connections for {REQUESTS} requests"
     );
     drop(client);
     gateway.stop().await;
-    upstream.abort();
 }

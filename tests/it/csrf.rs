@@ -42,7 +42,7 @@ fn assert_refused(answer: &Answer, what: &str) {
 
 #[tokio::test]
 async fn cross_site_unsafe_methods_get_403_and_never_reach_the_upstream() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let own_origin = format!("http://{}", gateway.addr);
@@ -60,11 +60,12 @@ async fn cross_site_unsafe_methods_get_403_and_never_reach_the_upstream() {
         }
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_foreign_origin_gets_403() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let other_port = format!("http://127.0.0.1:{}", upstream.addr.port());
@@ -90,11 +91,12 @@ async fn a_foreign_origin_gets_403() {
         }
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn the_request_s_own_origin_passes_whatever_its_scheme() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let port = gateway.addr.port();
@@ -133,13 +135,14 @@ async fn the_request_s_own_origin_passes_whatever_its_scheme() {
         assert_eq!(s.header("authorization"), Some("Bearer csrf-session-token"));
         assert_eq!(s.body, "{\"a\":1}");
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_origin_matching_another_host_than_the_request_s_is_refused() {
     // The own-origin rule compares with the Host the request carries, not with any name
     // cookiegate might be reached by.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let port = gateway.addr.port();
     let host = format!("app.localhost:{port}");
@@ -153,11 +156,12 @@ async fn an_origin_matching_another_host_than_the_request_s_is_refused() {
     .await;
     assert_refused(&answer, "origin of another host");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn allowed_origins_pass_and_nothing_near_them_does() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "[csrf]\nallowed_origins = [\"https://admin.example.com\", \"http://localhost:5173/\"]",
@@ -208,13 +212,14 @@ async fn allowed_origins_pass_and_nothing_near_them_does() {
     .await;
     assert_refused(&answer, "allowed origin, cross-site");
     assert_eq!(upstream.seen().len(), 3);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn requests_without_origin_or_fetch_metadata_pass() {
     // curl and server-to-server clients send neither header and carry no ambient browser
     // cookies an attacker could ride on.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for method in &UNSAFE {
@@ -238,11 +243,12 @@ async fn requests_without_origin_or_fetch_metadata_pass() {
     for method in &UNSAFE {
         assert_eq!(methods.iter().filter(|m| **m == method.as_str()).count(), 4);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn safe_methods_pass_even_cross_site() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for method in [Method::GET, Method::HEAD, Method::OPTIONS] {
@@ -261,11 +267,12 @@ async fn safe_methods_pass_even_cross_site() {
     }
     let seen: Vec<String> = upstream.seen().into_iter().map(|s| s.method).collect();
     assert_eq!(seen, ["GET", "HEAD", "OPTIONS"]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn routes_without_auth_are_not_checked_and_optional_ones_are() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [[routes]]
@@ -314,13 +321,14 @@ auth = "optional"
         "{:#?}",
         upstream.seen()
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_same_site_sibling_origin_is_refused() {
     // A page on a sibling subdomain is same-site (Sec-Fetch-Site says so, and SameSite cookies
     // go along) but not same-origin: only Origin tells it apart.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let port = gateway.addr.port();
     let host = format!("app.localhost:{port}");
@@ -356,6 +364,7 @@ async fn a_same_site_sibling_origin_is_refused() {
     .await;
     assert_ok(&answer, "own page");
     assert_eq!(upstream.only().target, "/items");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -364,7 +373,7 @@ async fn a_same_site_sibling_origin_is_refused() {
 
 #[tokio::test]
 async fn header_mode_requires_the_header_on_unsafe_methods() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "[csrf]\nmode = \"header\"")).await;
     let client = client();
     let url = gateway.url("/api/proxy/items");
@@ -408,11 +417,12 @@ async fn header_mode_requires_the_header_on_unsafe_methods() {
     let answer = get(&url, Some(TOKEN)).await;
     assert_ok(&answer, "GET without x-csrf");
     assert_eq!(upstream.seen().len(), UNSAFE.len() * 2 + 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn header_mode_uses_the_configured_header_name() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "[csrf]\nmode = \"header\"\nheader = \"x-requested-with\"",
@@ -437,11 +447,12 @@ async fn header_mode_uses_the_configured_header_name() {
         upstream.only().header("x-requested-with"),
         Some("XMLHttpRequest")
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn off_mode_lets_cross_site_requests_through() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "[csrf]\nmode = \"off\"")).await;
     let client = client();
     for method in &UNSAFE {
@@ -458,6 +469,7 @@ async fn off_mode_lets_cross_site_requests_through() {
         assert_ok(&answer, method.as_str());
     }
     assert_eq!(upstream.seen().len(), UNSAFE.len());
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -527,7 +539,7 @@ async fn statuses_for(gateway: &Gateway) -> Vec<(String, u16, u16)> {
 
 #[tokio::test]
 async fn every_route_is_guarded_like_the_first_whatever_its_place_in_the_config() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let mut reversed = PREFIXES;
     reversed.reverse();
     let mut shuffled = PREFIXES;
@@ -561,7 +573,7 @@ async fn every_route_is_guarded_like_the_first_whatever_its_place_in_the_config(
 
 #[tokio::test]
 async fn http2_requests_are_guarded_by_their_authority() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = h2_client();
     let url = gateway.url("/api/proxy/items");
@@ -595,6 +607,7 @@ async fn http2_requests_are_guarded_by_their_authority() {
     for s in &seen {
         assert_eq!(s.header("authorization"), Some("Bearer csrf-session-token"));
     }
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -605,7 +618,7 @@ async fn http2_requests_are_guarded_by_their_authority() {
 
 #[tokio::test]
 async fn cross_site_without_a_cookie_is_403_not_401() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for cookie in [
@@ -632,11 +645,12 @@ async fn cross_site_without_a_cookie_is_403_not_401() {
         .await
         .assert_error(401, "not authenticated");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn cross_site_over_the_rate_limit_is_403_not_429_and_takes_no_token() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "[rate_limit]\nper_second = 1\nburst = 2",
@@ -662,11 +676,12 @@ async fn cross_site_over_the_rate_limit_is_403_not_429_and_takes_no_token() {
     assert_refused(&answer, "over the limit and cross-site");
     assert!(answer.headers.get("retry-after").is_none());
     assert_eq!(upstream.seen().len(), 2);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn over_the_rate_limit_is_429_before_the_body_limit_and_the_cookie() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[rate_limit]\nper_second = 1\nburst = 1\n\n[[routes]]\nprefix = \"/api/proxy\"\n\
          upstream = \"{}\"\nmax_body = \"4\"\n",
@@ -690,11 +705,12 @@ async fn over_the_rate_limit_is_429_before_the_body_limit_and_the_cookie() {
     .await;
     ambiguous.assert_error(429, "too many requests");
     assert_eq!(upstream.seen().len(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn csrf_is_403_before_the_body_limit_and_the_ambiguous_cookie() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\nmax_body = \"4\"\n",
         upstream.url()
@@ -723,11 +739,12 @@ async fn csrf_is_403_before_the_body_limit_and_the_ambiguous_cookie() {
     .await;
     assert_refused(&ambiguous, "ambiguous cookie, cross-site");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn routing_methods_and_path_refusals_come_before_csrf() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [[routes]]
@@ -760,11 +777,12 @@ methods = ["GET"]
         answer.assert_error(status, message);
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_smuggling_shape_that_is_also_cross_site_is_400() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     for framing in [
         "Content-Length: 5\r\nTransfer-Encoding: chunked\r\n",
@@ -778,4 +796,5 @@ async fn a_smuggling_shape_that_is_also_cross_site_is_400() {
         answer.assert_error(400, "malformed request");
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }

@@ -14,9 +14,17 @@ async fn demo_login_cookie_reaches_the_api_as_a_bearer() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    let demo = tokio::spawn(cookiegate::demo::start(listener, async move {
-        let _ = stopped.await;
-    }));
+    // No pause between the words of the assistant's reply: it streams without waiting.
+    let options = cookiegate::demo::DemoOptions {
+        word_pause: Duration::ZERO,
+    };
+    let demo = tokio::spawn(cookiegate::demo::start_with(
+        listener,
+        options,
+        async move {
+            let _ = stopped.await;
+        },
+    ));
     let url = |path: &str| format!("http://{addr}{path}");
     let client = client();
 

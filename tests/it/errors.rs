@@ -36,7 +36,7 @@ fn raw_get(path: &str, cookie: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn missing_cookie_gives_401_and_the_upstream_is_not_called() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     get(&gateway.url("/api/proxy/me"), None)
@@ -60,11 +60,12 @@ async fn missing_cookie_gives_401_and_the_upstream_is_not_called() {
         .await
         .assert_error(401, "not authenticated");
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn unusable_session_cookie_gives_401() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let cookies: [&[u8]; 7] = [
         b"auth_token=a b",
@@ -81,11 +82,12 @@ async fn unusable_session_cookie_gives_401() {
         assert_no_leak(&answer, &["auth_token", "a b", "caf"]);
     }
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn two_session_cookies_are_ambiguous() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let one_field = request("GET", &gateway.url("/api/proxy/me"), None)
@@ -104,11 +106,12 @@ async fn two_session_cookies_are_ambiguous() {
     answer.assert_error(400, "ambiguous session cookie");
     assert_no_leak(&answer, &["mine", "tossed"]);
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn unknown_paths_give_404() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     for path in ["/", "/nowhere", "/api", "/api/proxyx", "/API/proxy/x"] {
         get(&gateway.url(path), Some(TOKEN))
@@ -116,11 +119,12 @@ async fn unknown_paths_give_404() {
             .assert_error(404, "no route for this path");
     }
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn methods_outside_the_route_give_405_with_allow() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [[routes]]
@@ -162,11 +166,12 @@ methods = ["get"]
         .unwrap();
     assert_eq!(send(&client, req).await.status, 200);
     assert_eq!(upstream.only().target, "/chatkit");
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn trace_and_connect_give_405_anywhere() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[[routes]]\nprefix = \"/\"\nupstream = \"{}\"\nauth = \"none\"\n",
         upstream.url()
@@ -191,6 +196,7 @@ async fn trace_and_connect_give_405_anywhere() {
         assert_eq!(answer.header("allow"), Some(all));
     }
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }
 
 fn limited_gateway_config(upstream: &str, max_body: &str) -> String {
@@ -201,7 +207,7 @@ fn limited_gateway_config(upstream: &str, max_body: &str) -> String {
 
 #[tokio::test]
 async fn declared_length_over_max_body_gives_413_before_the_upstream() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&limited_gateway_config(&upstream.url(), "64")).await;
     let req = request("POST", &gateway.url("/api/proxy/upload"), Some(TOKEN))
         .header("content-type", "application/octet-stream")
@@ -218,6 +224,7 @@ async fn declared_length_over_max_body_gives_413_before_the_upstream() {
         .unwrap();
     assert_eq!(send(&client(), req).await.status, 200);
     assert_eq!(upstream.only().body.len(), 64);
+    gateway.stop().await;
 }
 
 /// What a streaming upstream observed of a request body.
@@ -231,34 +238,35 @@ enum BodyEvent {
 #[tokio::test]
 async fn chunked_body_crossing_max_body_gives_413_and_never_a_complete_upstream_body() {
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    let upstream = Upstream::streaming(move |req, seen| {
-        let events = events_tx.clone();
-        async move {
-            record_head(&req, &seen);
-            let mut body = req.into_body();
-            let mut total = 0;
-            loop {
-                match body.frame().await {
-                    Some(Ok(frame)) => {
-                        if let Some(data) = frame.data_ref() {
-                            total += data.len();
-                            let _ = events.send(BodyEvent::Data(data.len()));
+    let upstream = TestUpstream::builder()
+        .handle(move |req, _| {
+            let events = events_tx.clone();
+            async move {
+                let mut body = req.into_body();
+                let mut total = 0;
+                loop {
+                    match body.frame().await {
+                        Some(Ok(frame)) => {
+                            if let Some(data) = frame.data_ref() {
+                                total += data.len();
+                                let _ = events.send(BodyEvent::Data(data.len()));
+                            }
+                        }
+                        Some(Err(_)) => {
+                            let _ = events.send(BodyEvent::Failed);
+                            break;
+                        }
+                        None => {
+                            let _ = events.send(BodyEvent::Complete(total));
+                            break;
                         }
                     }
-                    Some(Err(_)) => {
-                        let _ = events.send(BodyEvent::Failed);
-                        break;
-                    }
-                    None => {
-                        let _ = events.send(BodyEvent::Complete(total));
-                        break;
-                    }
                 }
+                json_response(http::StatusCode::OK, r#"{"ok":true}"#)
             }
-            json_response(http::StatusCode::OK, r#"{"ok":true}"#)
-        }
-    })
-    .await;
+        })
+        .start()
+        .await;
     let gateway = Gateway::start(&limited_gateway_config(&upstream.url(), "1KiB")).await;
 
     let (mut tx, body) = Channel::<Bytes, BoxError>::new(1);
@@ -300,6 +308,7 @@ async fn chunked_body_crossing_max_body_gives_413_and_never_a_complete_upstream_
         "the upstream got {received} bytes past the limit"
     );
     assert_eq!(upstream.seen().len(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -310,21 +319,20 @@ async fn unreachable_upstream_gives_502() {
     answer.assert_error(502, "upstream unreachable");
     let port = dead.rsplit(':').next().unwrap();
     assert_no_leak(&answer, &[TOKEN, &dead, port, "127.0.0.1", "refused"]);
+    gateway.stop().await;
 }
 
-/// A TCP server that reads a request and answers with `reply` (possibly nothing) before
+/// A TCP server that reads a request head and answers with `reply` (possibly nothing) before
 /// hanging up: an upstream that is up but broken.
-async fn broken_upstream(reply: &'static [u8]) -> (String, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let url = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await;
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, reply).await;
-        }
-    });
-    (url, task)
+async fn broken_upstream(reply: &'static [u8]) -> TestUpstream {
+    TestUpstream::builder()
+        .raw(move |mut wire| async move {
+            if wire.head().await.is_some() {
+                wire.send(reply).await;
+            }
+        })
+        .start()
+        .await
 }
 
 #[tokio::test]
@@ -334,25 +342,24 @@ async fn upstream_breaking_before_its_answer_gives_502() {
         b"not http at all\r\n\r\n",
         b"HTTP/1.1 200 OK\r\nContent-Length: 10",
     ] {
-        let (url, task) = broken_upstream(reply).await;
+        let upstream = broken_upstream(reply).await;
+        let url = upstream.url();
         let gateway = Gateway::single(&url).await;
         let answer = get(&gateway.url("/api/proxy/x"), Some(TOKEN)).await;
         answer.assert_error(502, "upstream unreachable");
         assert_no_leak(&answer, &[TOKEN, &url, "not http"]);
         gateway.stop().await;
-        task.abort();
+        upstream.stop().await;
     }
 }
 
 #[tokio::test]
 async fn slow_upstream_gives_504() {
-    let upstream = Upstream::streaming(|req, seen| async move {
-        record_head(&req, &seen);
-        // Slower than upstream_timeout (the gateway gives up long before this ends).
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        json_response(http::StatusCode::OK, r#"{"ok":true}"#)
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        // Never answers: the gateway gives up after upstream_timeout.
+        .handle(|_, _| std::future::pending())
+        .start()
+        .await;
     let gateway = Gateway::start(&format!(
         "[server]\nupstream_timeout = \"200ms\"\n\n[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\n",
         upstream.url()
@@ -362,11 +369,12 @@ async fn slow_upstream_gives_504() {
     answer.assert_error(504, "upstream timed out");
     assert_no_leak(&answer, &[TOKEN, &upstream.addr.to_string()]);
     assert_eq!(upstream.only().target, "/slow");
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn paths_that_climb_out_are_refused_and_the_token_is_never_sent() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     // Raw bytes: HTTP clients would normalise some of these before sending.
     let paths = [
@@ -394,17 +402,18 @@ async fn paths_that_climb_out_are_refused_and_the_token_is_never_sent() {
         assert_no_leak(&answer, &[TOKEN, "admin"]);
     }
     assert!(upstream.seen().is_empty(), "{:#?}", upstream.seen());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn error_bodies_never_carry_the_token_the_upstream_address_or_a_header_value() {
-    let slow = Upstream::streaming(|_req, _seen| async move {
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        empty_response()
-    })
-    .await;
+    let slow = TestUpstream::builder()
+        // Never answers: the gateway gives up after upstream_timeout.
+        .handle(|_, _| std::future::pending())
+        .start()
+        .await;
     let dead = dead_upstream_url().await;
-    let live = Upstream::echo_ok().await;
+    let live = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [server]
@@ -481,15 +490,12 @@ methods = ["POST"]
     .await;
     answer.assert_error(401, "unusable session cookie");
     assert_no_leak(&answer, &secrets);
-}
-
-fn empty_response() -> http::Response<TestBody> {
-    http::Response::new(empty())
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn gateway_keeps_serving_after_each_bad_request() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&limited_gateway_config(&upstream.url(), "16")).await;
     let cookie = format!("auth_token={TOKEN}");
     let bad_requests: Vec<Vec<u8>> = vec![
@@ -535,6 +541,7 @@ async fn gateway_keeps_serving_after_each_bad_request() {
         .filter(|s| s.target.starts_with("/after/"))
         .count();
     assert_eq!(good_targets, bad_requests.len());
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -547,7 +554,7 @@ fn root_route(upstream: &str) -> String {
 
 #[tokio::test]
 async fn healthz_is_answered_by_cookiegate_even_with_a_root_route() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&root_route(&upstream.url())).await;
     let health = get(&gateway.url("/healthz"), None).await;
     assert_eq!(health.status, 200);
@@ -567,11 +574,12 @@ async fn healthz_is_answered_by_cookiegate_even_with_a_root_route() {
     // Everything else under `/` still goes upstream.
     assert_eq!(get(&gateway.url("/healthzz"), None).await.status, 200);
     assert_eq!(upstream.only().target, "/healthzz");
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn health_path_setting_moves_the_endpoint() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[server]\nhealth_path = \"/ready\"\n\n{}",
         root_route(&upstream.url())
@@ -585,14 +593,16 @@ async fn health_path_setting_moves_the_endpoint() {
     let moved = get(&gateway.url("/healthz"), None).await;
     assert_eq!(moved.json(), serde_json::json!({"ok": true}));
     assert_eq!(upstream.only().target, "/healthz");
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn healthz_needs_no_route_and_no_cookie() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let health = get(&gateway.url("/healthz"), None).await;
     assert_eq!(health.status, 200);
     assert_eq!(health.body, r#"{"status":"ok"}"#);
     assert!(upstream.seen().is_empty());
+    gateway.stop().await;
 }

@@ -32,14 +32,17 @@ auth = "none"
 }
 
 /// An upstream answering each request with whatever `respond` builds from the request target.
-async fn answering<F>(respond: F) -> Upstream
+async fn answering<F>(respond: F) -> TestUpstream
 where
     F: Fn(&str) -> Response<TestBody> + Send + Sync + 'static,
 {
-    Upstream::recording(move |seen| respond(&seen.target)).await
+    TestUpstream::builder()
+        .respond(move |seen| respond(&seen.target))
+        .start()
+        .await
 }
 
-fn targets(upstream: &Upstream) -> Vec<String> {
+fn targets(upstream: &TestUpstream) -> Vec<String> {
     upstream.seen().into_iter().map(|s| s.target).collect()
 }
 
@@ -49,7 +52,7 @@ fn targets(upstream: &Upstream) -> Vec<String> {
 
 #[tokio::test]
 async fn query_string_is_forwarded_byte_for_byte() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let queries = [
         "?tag=a&tag=b",
@@ -70,11 +73,12 @@ async fn query_string_is_forwarded_byte_for_byte() {
     }
     let expected: Vec<String> = queries.iter().map(|q| format!("/items{q}")).collect();
     assert_eq!(targets(&upstream), expected);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn path_remainder_is_appended_exactly_as_sent() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let cases = [
         ("/api/proxy/files/a%2Fb/c", "/files/a%2Fb/c"),
@@ -94,11 +98,12 @@ async fn path_remainder_is_appended_exactly_as_sent() {
     }
     let expected: Vec<String> = cases.iter().map(|(_, up)| (*up).to_string()).collect();
     assert_eq!(targets(&upstream), expected);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn upstream_base_path_is_joined_with_the_remainder() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         r#"
 [[routes]]
@@ -140,13 +145,14 @@ cookie = "taskflow_id_token"
     for s in &seen {
         assert_eq!(s.header_all("authorization"), ["Bearer tf.tok"]);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn longest_prefix_wins() {
-    let root = Upstream::echo_ok().await;
-    let api = Upstream::echo_ok().await;
-    let proxy = Upstream::echo_ok().await;
+    let root = TestUpstream::echo_ok().await;
+    let api = TestUpstream::echo_ok().await;
+    let proxy = TestUpstream::echo_ok().await;
     // Listed shortest first, so file order cannot be what picks the route.
     let gateway = Gateway::start(&format!(
         r#"
@@ -187,6 +193,7 @@ upstream = "{}"
     assert_eq!(targets(&proxy), ["/x", "/"]);
     assert_eq!(targets(&api), ["/x", "/proxyx", "/"]);
     assert_eq!(targets(&root), ["/apix", "/", "/other/api/proxy"]);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -195,7 +202,7 @@ upstream = "{}"
 
 #[tokio::test]
 async fn every_method_reaches_the_upstream_unchanged() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let methods = ["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -229,11 +236,12 @@ async fn every_method_reaches_the_upstream_unchanged() {
         };
         assert_eq!(s.body, expected.as_bytes(), "{}", s.method);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn binary_request_bodies_arrive_byte_exact_with_any_content_type() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     let payload = all_bytes(4);
@@ -260,11 +268,12 @@ async fn binary_request_bodies_arrive_byte_exact_with_any_content_type() {
         assert_eq!(s.header("content-length"), Some("1024"));
         assert_eq!(s.body, payload, "{} {content_type}", s.method);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn multipart_content_type_and_body_are_kept_exactly() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let boundary = "----cookiegateBoundary7MA4YWxkTrZu0gW";
     let content_type = format!("multipart/form-data; boundary={boundary}");
@@ -289,11 +298,12 @@ async fn multipart_content_type_and_body_are_kept_exactly() {
     let seen = upstream.only();
     assert_eq!(seen.header_all("content-type"), [content_type]);
     assert_eq!(seen.body, body);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn chunked_request_body_arrives_intact() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let payload = all_bytes(8);
     let (mut tx, body) = Channel::<Bytes, BoxError>::new(1);
@@ -322,6 +332,7 @@ async fn chunked_request_body_arrives_intact() {
     assert_eq!(seen.header("transfer-encoding"), Some("chunked"));
     assert_eq!(seen.header("content-length"), None);
     assert_eq!(seen.body, payload);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -375,6 +386,7 @@ async fn binary_pdf_and_text_responses_are_untouched() {
         Some("text/plain; charset=utf-8")
     );
     assert_eq!(text.body, "plain text, not JSON\nw\u{f6}rld\n".as_bytes());
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -420,20 +432,23 @@ async fn no_content_and_not_modified_pass_through_without_a_body() {
             .status,
         204
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn head_keeps_the_upstream_content_length_and_has_no_body() {
-    let upstream = Upstream::recording(|seen| {
-        assert_eq!(seen.method, "HEAD");
-        Response::builder()
-            .header("content-type", "application/pdf")
-            .header("content-length", "123456")
-            .header("etag", "\"big\"")
-            .body(empty())
-            .unwrap()
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .respond(|seen| {
+            assert_eq!(seen.method, "HEAD");
+            Response::builder()
+                .header("content-type", "application/pdf")
+                .header("content-length", "123456")
+                .header("etag", "\"big\"")
+                .body(empty())
+                .unwrap()
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for _ in 0..2 {
@@ -474,19 +489,22 @@ async fn head_keeps_the_upstream_content_length_and_has_no_body() {
         text.ends_with("\r\n\r\n"),
         "HEAD answer carries a body: {text:?}"
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn created_with_location_passes_through() {
-    let upstream = Upstream::recording(|_| {
-        Response::builder()
-            .status(StatusCode::CREATED)
-            .header("location", "/api/tasks/42")
-            .header("content-type", "application/json")
-            .body(full(r#"{"id":42}"#))
-            .unwrap()
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .respond(|_| {
+            Response::builder()
+                .status(StatusCode::CREATED)
+                .header("location", "/api/tasks/42")
+                .header("content-type", "application/json")
+                .body(full(r#"{"id":42}"#))
+                .unwrap()
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("POST", &gateway.url("/api/proxy/api/tasks"), Some(TOKEN))
         .header("content-type", "application/json")
@@ -496,6 +514,7 @@ async fn created_with_location_passes_through() {
     assert_eq!(answer.status, 201);
     assert_eq!(answer.header("location"), Some("/api/tasks/42"));
     assert_eq!(answer.body, r#"{"id":42}"#);
+    gateway.stop().await;
 }
 
 /// A gzip stream's first bytes and some arbitrary compressed-looking bytes: never decoded.
@@ -507,8 +526,9 @@ fn gzip_bytes() -> Vec<u8> {
 
 #[tokio::test]
 async fn end_to_end_response_headers_pass_through_exactly() {
-    let upstream = Upstream::recording(|_| {
-        Response::builder()
+    let upstream = TestUpstream::builder()
+        .respond(|_| {
+            Response::builder()
             .header("set-cookie", "session_hint=1; Path=/; HttpOnly")
             .header("set-cookie", "theme=dark; Max-Age=60; Secure; SameSite=Lax")
             .header("set-cookie", "a=b")
@@ -524,8 +544,9 @@ async fn end_to_end_response_headers_pass_through_exactly() {
             .header("x-custom-response", "kept")
             .body(full(gzip_bytes()))
             .unwrap()
-    })
-    .await;
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/export"), Some(TOKEN))
         .header("accept-encoding", "gzip")
@@ -569,6 +590,7 @@ async fn end_to_end_response_headers_pass_through_exactly() {
         "the gzip body must not be decoded"
     );
     assert_eq!(upstream.only().header("accept-encoding"), Some("gzip"));
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -630,6 +652,7 @@ async fn upstream_errors_pass_through_untouched() {
     assert_eq!(crash.body, "Internal Server Error: boom");
 
     assert_eq!(upstream.seen().len(), 4);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -656,6 +679,7 @@ async fn event_streams_carry_x_accel_buffering_no() {
 
     let json = get(&gateway.url("/api/proxy/json"), Some(TOKEN)).await;
     assert_eq!(json.header("x-accel-buffering"), None);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -664,7 +688,7 @@ async fn event_streams_carry_x_accel_buffering_no() {
 
 #[tokio::test]
 async fn end_to_end_request_headers_are_forwarded() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/doc"), Some(TOKEN))
         .header("accept", "application/json, text/plain;q=0.5")
@@ -697,11 +721,12 @@ async fn end_to_end_request_headers_are_forwarded() {
     );
     assert_eq!(seen.header_all("x-custom"), ["one", "two"]);
     assert_eq!(seen.header_all("x-request-id"), ["abc-123"]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     // Raw bytes: HTTP clients manage these headers themselves.
     let req = format!(
@@ -741,11 +766,12 @@ async fn hop_by_hop_headers_and_those_named_in_connection_are_dropped() {
         seen.header_all("authorization"),
         [format!("Bearer {TOKEN}")]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn client_authorization_is_replaced_by_the_cookie_token() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/me"), Some(TOKEN))
         .header("authorization", "Bearer forged-by-the-client")
@@ -759,11 +785,12 @@ async fn client_authorization_is_replaced_by_the_cookie_token() {
         [format!("Bearer {TOKEN}")]
     );
     assert_eq!(seen.header_all("cookie"), Vec::<String>::new());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn cookies_go_upstream_only_on_auth_none_routes_which_keep_client_authorization() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = gateway_with_public_route(&upstream.url()).await;
     let client = client();
     for path in ["/api/proxy/x", "/public/x"] {
@@ -788,11 +815,12 @@ async fn cookies_go_upstream_only_on_auth_none_routes_which_keep_client_authoriz
         seen[1].header_all("cookie"),
         [format!("theme=dark; auth_token={TOKEN}")]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn spoofed_forwarding_headers_are_replaced_by_cookiegate_values() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/whoami"), Some(TOKEN))
         .header("x-forwarded-for", "6.6.6.6, 10.0.0.1")
@@ -814,11 +842,12 @@ async fn spoofed_forwarding_headers_are_replaced_by_cookiegate_values() {
         seen.header_all("forwarded"),
         [format!("for=127.0.0.1;host=\"{gateway_host}\";proto=http")]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn upstream_sees_its_own_host_not_the_clients() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let req = request("GET", &gateway.url("/api/proxy/host"), Some(TOKEN))
         .header("host", "app.example:4000")
@@ -832,11 +861,12 @@ async fn upstream_sees_its_own_host_not_the_clients() {
         seen.header_all("forwarded"),
         ["for=127.0.0.1;host=\"app.example:4000\";proto=http"]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn optional_auth_sends_the_bearer_only_when_the_cookie_is_there() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\nauth = \"optional\"\n",
         upstream.url()
@@ -868,6 +898,7 @@ async fn optional_auth_sends_the_bearer_only_when_the_cookie_is_there() {
     assert_eq!(seen[1].header_all("authorization"), Vec::<String>::new());
     assert_eq!(seen[2].header_all("authorization"), Vec::<String>::new());
     assert!(seen.iter().all(|s| s.header("cookie").is_none()));
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -877,15 +908,17 @@ async fn optional_auth_sends_the_bearer_only_when_the_cookie_is_there() {
 #[tokio::test]
 async fn http2_clients_get_the_same_results() {
     // Echoes the request body back, so both directions are checked byte for byte.
-    let upstream = Upstream::recording(|seen| {
-        Response::builder()
-            .header("content-type", "application/octet-stream")
-            .header("set-cookie", "a=1")
-            .header("set-cookie", "b=2")
-            .body(full(seen.body.clone()))
-            .unwrap()
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .respond(|seen| {
+            Response::builder()
+                .header("content-type", "application/octet-stream")
+                .header("set-cookie", "a=1")
+                .header("set-cookie", "b=2")
+                .body(full(seen.body.clone()))
+                .unwrap()
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let h2 = h2_client();
     let payload = all_bytes(64);
@@ -927,6 +960,7 @@ async fn http2_clients_get_the_same_results() {
     );
     assert_eq!(seen.header_all("x-custom"), ["h2"]);
     assert_eq!(seen.body, payload);
+    gateway.stop().await;
 }
 
 fn keep_alive_request(path: &str, last: bool) -> String {
@@ -964,6 +998,7 @@ async fn http1_keep_alive_serves_several_requests_on_one_connection() {
         targets(&upstream),
         ["/seq/1", "/seq/2", "/seq/3", "/pipe/1", "/pipe/2"]
     );
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1014,15 +1049,10 @@ async fn answers_are_the_same_straight_and_through_cookiegate() {
                 .unwrap(),
             "/streamed" => {
                 // No length: the body is sent chunked.
-                let (mut tx, body) = Channel::<Bytes, BoxError>::new(4);
-                tokio::spawn(async move {
-                    for part in [&b"first "[..], b"second ", b"third"] {
-                        let _ = tx.send_data(Bytes::from_static(part)).await;
-                    }
-                });
+                let parts = [&b"first "[..], b"second ", b"third"].map(Bytes::from_static);
                 Response::builder()
                     .header("content-type", "text/plain")
-                    .body(body.boxed())
+                    .body(frames_body(parts))
                     .unwrap()
             }
             "/gone" => Response::builder()
@@ -1053,6 +1083,7 @@ async fn answers_are_the_same_straight_and_through_cookiegate() {
         assert_eq!(through.body, straight.body, "{path}");
         assert_eq!(end_to_end(&through), end_to_end(&straight), "{path}");
     }
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1063,7 +1094,7 @@ async fn answers_are_the_same_straight_and_through_cookiegate() {
 async fn encoded_slashes_and_backslashes_cannot_change_the_upstream_host() {
     // regression: issue 2, seed sent the token to another host (`new URL(path, BACKEND_URL)`
     // read `/%5Cevil.example/x` and `/%2F%2Fevil.example/x` as a host).
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let cases = [
         ("/api/proxy/%5Cevil.example/x", "/%5Cevil.example/x"),
@@ -1090,12 +1121,13 @@ async fn encoded_slashes_and_backslashes_cannot_change_the_upstream_host() {
         assert_eq!(s.header_all("host"), [upstream.addr.to_string()]);
         assert_eq!(s.header_all("authorization"), [format!("Bearer {TOKEN}")]);
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn absolute_form_targets_still_go_to_the_configured_upstream() {
     // regression: issue 2, seed sent the token to another host.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let answer = raw_answer(
         gateway.addr,
@@ -1108,6 +1140,7 @@ async fn absolute_form_targets_still_go_to_the_configured_upstream() {
     assert_eq!(seen.target, "/x?y=1");
     assert_eq!(seen.header_all("host"), [upstream.addr.to_string()]);
     assert_eq!(seen.header_all("authorization"), ["Bearer t"]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -1115,7 +1148,7 @@ async fn split_http2_cookie_fields_reach_an_http1_upstream_as_one_header() {
     // RFC 9113 §8.2.3: HTTP/2 clients (browsers do) may send each cookie in its own `cookie`
     // field; before going on over HTTP/1.1 they must be joined with "; " (RFC 6265 §5.4 allows
     // one Cookie header).
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = gateway_with_public_route(&upstream.url()).await;
     let h2 = h2_client();
     for path in ["/public/page", "/api/proxy/x"] {
@@ -1138,4 +1171,5 @@ async fn split_http2_cookie_fields_reach_an_http1_upstream_as_one_header() {
         seen[1].header_all("authorization"),
         [format!("Bearer {TOKEN}")]
     );
+    gateway.stop().await;
 }

@@ -11,6 +11,7 @@ mod csrf;
 mod demo;
 mod errors;
 mod forwarding;
+mod harness;
 mod rate_limit;
 mod secrets;
 mod shutdown;

@@ -59,7 +59,7 @@ fn assert_limited(answer: &Answer, what: &str) {
 
 #[tokio::test]
 async fn the_request_after_the_burst_gets_429_with_retry_after() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "per_second = 1\nburst = 3")).await;
     let client = client();
     for n in 1..=3 {
@@ -85,11 +85,12 @@ async fn the_request_after_the_burst_gets_429_with_retry_after() {
     // The health endpoint is answered before any guard.
     assert_ok(&get(&gateway.url("/healthz"), None).await, "healthz");
     assert_eq!(upstream.seen().len(), 3);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn without_a_rate_limit_section_nothing_is_limited() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let client = client();
     for n in 0..60 {
@@ -99,11 +100,12 @@ async fn without_a_rate_limit_section_nothing_is_limited() {
         );
     }
     assert_eq!(upstream.seen().len(), 60);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn session_key_gives_each_session_its_own_burst() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 2\nkey = \"session\"",
@@ -135,11 +137,15 @@ async fn session_key_gives_each_session_its_own_burst() {
             "Bearer carol"
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn session_key_falls_back_to_the_ip_without_a_session() {
-    let upstream = Upstream::recording(|_| json_response(http::StatusCode::OK, "{}")).await;
+    let upstream = TestUpstream::builder()
+        .respond(|_| json_response(http::StatusCode::OK, "{}"))
+        .start()
+        .await;
     let gateway = Gateway::start(&format!(
         "[rate_limit]\nper_second = 1\nburst = 2\nkey = \"session\"\n\n[[routes]]\n\
          prefix = \"/open\"\nupstream = \"{}\"\nauth = \"none\"\n",
@@ -154,11 +160,12 @@ async fn session_key_falls_back_to_the_ip_without_a_session() {
     // `auth = "none"` routes have no session, whatever cookie is sent: the IP is the key.
     assert_limited(&get_with(&client, &url, Some("alice"), &[]).await, "cookie");
     assert_eq!(upstream.seen().len(), 2);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn ip_session_key_separates_both_sessions_and_ips() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 2\nkey = \"ip+session\"\ntrusted_proxies = [\"127.0.0.1/32\"]",
@@ -199,11 +206,12 @@ async fn ip_session_key_separates_both_sessions_and_ips() {
         "alice@b",
     );
     assert_eq!(upstream.seen().len(), 5);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 2\ntrusted_proxies = [\"127.0.0.1/32\"]",
@@ -256,11 +264,12 @@ async fn behind_a_trusted_proxy_each_forwarded_client_has_its_own_bucket() {
             expect("127.0.0.1"),
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn without_trusted_proxies_a_spoofed_forwarded_for_gets_no_fresh_bucket() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "per_second = 1\nburst = 2")).await;
     let client = client();
     let url = gateway.url("/api/proxy/x");
@@ -282,12 +291,13 @@ async fn without_trusted_proxies_a_spoofed_forwarded_for_gets_no_fresh_bucket() 
         assert_eq!(s.header("x-real-ip"), Some("127.0.0.1"));
     }
     assert_eq!(upstream.seen().len(), 2);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_untrusted_peer_s_forwarded_for_is_ignored_even_with_trusted_proxies_set() {
     // Only 10.0.0.0/8 is trusted; the test client connects from 127.0.0.1.
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(
         &upstream.url(),
         "per_second = 1\nburst = 1\ntrusted_proxies = [\"10.0.0.0/8\"]",
@@ -298,4 +308,5 @@ async fn an_untrusted_peer_s_forwarded_for_is_ignored_even_with_trusted_proxies_
     assert_ok(&forwarded_for(&client, &url, "203.0.113.5").await, "1st");
     assert_limited(&forwarded_for(&client, &url, "203.0.113.6").await, "2nd");
     assert_eq!(upstream.only().header_all("x-forwarded-for"), ["127.0.0.1"]);
+    gateway.stop().await;
 }

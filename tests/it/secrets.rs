@@ -10,12 +10,9 @@ const CLIENT_AUTH: &str = "Basic CLIENT-CREDENTIAL-41b2";
 
 #[tokio::test]
 async fn trace_logs_and_error_bodies_never_hold_the_token() {
-    let upstream = Upstream::echo_ok().await;
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let dead_url = format!("http://{}", dead.local_addr().unwrap());
-    drop(dead);
-    let dir = std::env::temp_dir().join(format!("cookiegate-it-secrets-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let upstream = TestUpstream::echo_ok().await;
+    let dead_url = dead_upstream_url().await;
+    let dir = TempDir::new("secrets");
     let config = dir.join("gate.toml");
     std::fs::write(
         &config,

@@ -40,16 +40,17 @@ async fn graceful_shutdown_finishes_in_flight_requests_and_refuses_new_ones() {
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let (release_tx, release_rx) = oneshot::channel::<()>();
     let handoff = TakeOnce::new((arrived_tx, release_rx));
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let (arrived, release) = handoff.take();
-        async move {
-            let _ = arrived.send(());
-            let _ = release.await;
-            Response::new(full("done"))
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(move |_, _| {
+            let (arrived, release) = handoff.take();
+            async move {
+                let _ = arrived.send(());
+                let _ = release.await;
+                Response::new(full("done"))
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     let addr = gateway.addr;
     assert!(
@@ -94,16 +95,17 @@ async fn shutdown_grace_bounds_a_request_that_never_finishes() {
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let (guard, dropped_rx) = drop_signal();
     let handoff = TakeOnce::new((arrived_tx, guard));
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let (arrived, guard) = handoff.take();
-        async move {
-            let _guard = guard;
-            let _ = arrived.send(());
-            std::future::pending::<Response<TestBody>>().await
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(move |_, _| {
+            let (arrived, guard) = handoff.take();
+            async move {
+                let _guard = guard;
+                let _ = arrived.send(());
+                std::future::pending::<Response<TestBody>>().await
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::start(&format!(
         "[server]\nshutdown_grace = \"300ms\"\n\n[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\n",
         upstream.url()
@@ -134,7 +136,7 @@ async fn shutdown_grace_bounds_a_request_that_never_finishes() {
 
 #[tokio::test]
 async fn clients_slow_to_send_their_request_head_are_dropped() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&format!(
         "[server]\nheader_timeout = \"300ms\"\n\n[[routes]]\nprefix = \"/api/proxy\"\nupstream = \"{}\"\n",
         upstream.url()
@@ -184,7 +186,7 @@ async fn after_one_answer(gateway: &Gateway) -> TcpStream {
 
 #[tokio::test]
 async fn a_keep_alive_connection_idle_past_header_timeout_is_closed() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = quick_header_timeout(&upstream.url()).await;
     let stream = after_one_answer(&gateway).await;
     // Nothing more is sent: the wait for the next head is bounded too.
@@ -200,7 +202,7 @@ async fn a_keep_alive_connection_idle_past_header_timeout_is_closed() {
 
 #[tokio::test]
 async fn a_second_head_sent_too_slowly_on_a_keep_alive_connection_is_dropped() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = quick_header_timeout(&upstream.url()).await;
     let mut stream = after_one_answer(&gateway).await;
     // Half a head, then a byte every 100 ms: never complete within 300 ms.
@@ -229,15 +231,14 @@ async fn a_second_head_sent_too_slowly_on_a_keep_alive_connection_is_dropped() {
 #[tokio::test]
 async fn an_answer_and_an_upload_slower_than_header_timeout_are_not_cut() {
     // The upstream reads the whole (slow) body, then answers slowly, in pieces.
-    let upstream = Upstream::streaming(|req, seen| {
-        record_head(&req, &seen);
-        async move {
+    let upstream = TestUpstream::builder()
+        .handle(|req, tasks| async move {
             let body = http_body_util::BodyExt::collect(req.into_body())
                 .await
                 .map(|b| b.to_bytes().len())
                 .unwrap_or(0);
             let (mut tx, answer) = channel_body(4);
-            tokio::spawn(async move {
+            tasks.spawn(async move {
                 for part in 0..6 {
                     tokio::time::sleep(Duration::from_millis(120)).await;
                     let text = format!("part {part} of a {body}-byte upload;");
@@ -247,9 +248,9 @@ async fn an_answer_and_an_upload_slower_than_header_timeout_are_not_cut() {
                 }
             });
             Response::new(answer)
-        }
-    })
-    .await;
+        })
+        .start()
+        .await;
     let gateway = quick_header_timeout(&upstream.url()).await;
     let mut stream = TcpStream::connect(gateway.addr).await.unwrap();
     stream

@@ -4,7 +4,7 @@ use crate::support::*;
 
 #[tokio::test]
 async fn cookie_becomes_bearer_and_answer_comes_back() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let answer = get(
         &gateway.url("/api/proxy/api/tasks?tag=a&tag=b"),

@@ -3,7 +3,6 @@
 //! dying mid-body breaks the client's transfer, silent streams are closed and live ones are not
 //! cut by `upstream_timeout`.
 
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -13,10 +12,9 @@ use http::Response;
 use http_body::{Body, Frame, SizeHint};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
 
 use crate::support::*;
 
@@ -71,20 +69,21 @@ async fn assert_body_breaks(body: &mut Incoming) {
 async fn sse_events_pass_one_at_a_time(client: Client) {
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let go = TakeOnce::new(go_rx);
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let go = go.take();
-        async move {
-            let (mut tx, body) = channel_body(1);
-            tokio::spawn(async move {
-                if tx.send_data(Bytes::from_static(EVENT_1)).await.is_ok() && go.await.is_ok() {
-                    let _ = tx.send_data(Bytes::from_static(EVENT_2)).await;
-                }
-            });
-            sse_response(body)
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(move |_, tasks| {
+            let go = go.take();
+            async move {
+                let (mut tx, body) = channel_body(1);
+                tasks.spawn(async move {
+                    if tx.send_data(Bytes::from_static(EVENT_1)).await.is_ok() && go.await.is_ok() {
+                        let _ = tx.send_data(Bytes::from_static(EVENT_2)).await;
+                    }
+                });
+                sse_response(body)
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
 
     within("both SSE events, one at a time", async {
@@ -129,27 +128,28 @@ async fn request_body_streams_to_the_upstream_as_it_arrives() {
     const CHUNK_2: &[u8] = b"second chunk";
     let (got_1_tx, got_1_rx) = oneshot::channel::<()>();
     let got_1 = TakeOnce::new(got_1_tx);
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let mut got_1 = Some(got_1.take());
-        async move {
-            let mut body = req.into_body();
-            let mut received = Vec::new();
-            while let Some(data) = next_data(&mut body).await {
-                let Ok(data) = data else {
-                    return Response::builder().status(500).body(empty()).unwrap();
-                };
-                received.extend_from_slice(&data);
-                if received.len() >= CHUNK_1.len() {
-                    if let Some(tx) = got_1.take() {
-                        let _ = tx.send(());
+    let upstream = TestUpstream::builder()
+        .handle(move |req, _| {
+            let mut got_1 = Some(got_1.take());
+            async move {
+                let mut body = req.into_body();
+                let mut received = Vec::new();
+                while let Some(data) = next_data(&mut body).await {
+                    let Ok(data) = data else {
+                        return Response::builder().status(500).body(empty()).unwrap();
+                    };
+                    received.extend_from_slice(&data);
+                    if received.len() >= CHUNK_1.len() {
+                        if let Some(tx) = got_1.take() {
+                            let _ = tx.send(());
+                        }
                     }
                 }
+                Response::new(full(received))
             }
-            Response::new(full(received))
-        }
-    })
-    .await;
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
 
     let (mut tx, body) = channel_body(1);
@@ -266,9 +266,8 @@ impl Tally {
 #[tokio::test]
 async fn large_upload_streams_through_and_arrives_whole() {
     // The upstream counts and checksums frames as they come and keeps nothing.
-    let upstream = Upstream::streaming(|req, seen| {
-        record_head(&req, &seen);
-        async move {
+    let upstream = TestUpstream::builder()
+        .handle(|req, _| async move {
             let mut body = req.into_body();
             let mut tally = Tally::default();
             while let Some(data) = next_data(&mut body).await {
@@ -278,9 +277,9 @@ async fn large_upload_streams_through_and_arrives_whole() {
                 }
             }
             Response::new(full(tally.to_text()))
-        }
-    })
-    .await;
+        })
+        .start()
+        .await;
     let gateway = Gateway::start(&config(&upstream.url(), "")).await;
 
     let req = request("PUT", &gateway.url("/api/proxy/blob"), Some("tok"))
@@ -298,16 +297,15 @@ async fn large_upload_streams_through_and_arrives_whole() {
 
 #[tokio::test]
 async fn large_download_streams_through_and_arrives_whole() {
-    let upstream = Upstream::streaming(|req, seen| {
-        record_head(&req, &seen);
-        async move {
+    let upstream = TestUpstream::builder()
+        .handle(|_, _| async move {
             Response::builder()
                 .header("content-type", "application/octet-stream")
                 .body(Pattern::new(LARGE).boxed())
                 .unwrap()
-        }
-    })
-    .await;
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
 
     let req = request("GET", &gateway.url("/api/proxy/blob"), Some("tok"))
@@ -336,27 +334,28 @@ async fn large_download_streams_through_and_arrives_whole() {
 async fn client_leaving_mid_stream_cancels_the_upstream(client: Client) {
     let (cancelled_tx, cancelled_rx) = oneshot::channel::<()>();
     let cancelled = TakeOnce::new(cancelled_tx);
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let cancelled = cancelled.take();
-        async move {
-            let (mut tx, body) = channel_body(1);
-            tokio::spawn(async move {
-                let mut n = 0u64;
-                while tx
-                    .send_data(Bytes::from(format!("data: {n}\n\n")))
-                    .await
-                    .is_ok()
-                {
-                    n += 1;
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-                let _ = cancelled.send(());
-            });
-            sse_response(body)
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(move |_, tasks| {
+            let cancelled = cancelled.take();
+            async move {
+                let (mut tx, body) = channel_body(1);
+                tasks.spawn(async move {
+                    let mut n = 0u64;
+                    while tx
+                        .send_data(Bytes::from(format!("data: {n}\n\n")))
+                        .await
+                        .is_ok()
+                    {
+                        n += 1;
+                        tokio::time::sleep(Duration::from_millis(10)).await;
+                    }
+                    let _ = cancelled.send(());
+                });
+                sse_response(body)
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
 
     within("the first event", async {
@@ -392,20 +391,22 @@ async fn client_leaving_mid_stream_cancels_the_upstream_over_http2() {
 
 /// An upstream that takes forever to answer, reporting when a request arrives and when its
 /// handler is dropped (hyper drops it when the connection closes).
-async fn never_answering_upstream() -> (Upstream, oneshot::Receiver<()>, oneshot::Receiver<()>) {
+async fn never_answering_upstream() -> (TestUpstream, oneshot::Receiver<()>, oneshot::Receiver<()>)
+{
     let (arrived_tx, arrived_rx) = oneshot::channel::<()>();
     let (guard, dropped_rx) = drop_signal();
     let handoff = TakeOnce::new((arrived_tx, guard));
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let (arrived, guard) = handoff.take();
-        async move {
-            let _guard = guard;
-            let _ = arrived.send(());
-            std::future::pending::<Response<TestBody>>().await
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(move |_, _| {
+            let (arrived, guard) = handoff.take();
+            async move {
+                let _guard = guard;
+                let _ = arrived.send(());
+                std::future::pending::<Response<TestBody>>().await
+            }
+        })
+        .start()
+        .await;
     (upstream, arrived_rx, dropped_rx)
 }
 
@@ -455,25 +456,21 @@ async fn http2_stream_cancelled_before_the_response_head_closes_the_upstream_req
 
 /// An upstream on a raw socket: reads one request head, writes `response` (a head and part of
 /// its body), waits for `release`, then closes the connection as if it crashed.
-async fn dying_upstream(
-    response: &'static [u8],
-    release: oneshot::Receiver<()>,
-) -> (SocketAddr, JoinHandle<()>) {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
-        let (mut stream, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = stream.read(&mut buf).await.unwrap();
-            assert!(n > 0, "proxy closed before sending its request head");
-            head.extend_from_slice(&buf[..n]);
-        }
-        stream.write_all(response).await.unwrap();
-        let _ = release.await;
-    });
-    (addr, task)
+async fn dying_upstream(response: &'static [u8], release: oneshot::Receiver<()>) -> TestUpstream {
+    let release = TakeOnce::new(release);
+    TestUpstream::builder()
+        .raw(move |mut wire| {
+            let release = release.take();
+            async move {
+                wire.head()
+                    .await
+                    .expect("proxy closed before sending its request head");
+                wire.send(response).await;
+                let _ = release.await;
+            }
+        })
+        .start()
+        .await
 }
 
 const PARTIAL: &[u8] = &[b'x'; 100];
@@ -482,8 +479,8 @@ const PARTIAL: &[u8] = &[b'x'; 100];
 /// the client has read that much through the proxy.
 async fn upstream_dying_mid_body_breaks_the_transfer(client: Client, response: &'static [u8]) {
     let (release_tx, release_rx) = oneshot::channel();
-    let (addr, upstream) = dying_upstream(response, release_rx).await;
-    let gateway = Gateway::single(&format!("http://{addr}")).await;
+    let upstream = dying_upstream(response, release_rx).await;
+    let gateway = Gateway::single(&upstream.url()).await;
 
     let req = request("GET", &gateway.url("/api/proxy/file"), Some("tok"))
         .body(empty())
@@ -499,9 +496,9 @@ async fn upstream_dying_mid_body_breaks_the_transfer(client: Client, response: &
         assert_body_breaks(&mut body).await;
     })
     .await;
-    within("the upstream task", upstream).await.unwrap();
     drop(client);
     gateway.stop().await;
+    upstream.finish().await;
 }
 
 /// A `Content-Length` of 1000 and 100 bytes sent.
@@ -537,21 +534,22 @@ async fn upstream_dying_mid_body_breaks_the_http2_stream() {
 async fn upstream_body_aborted_mid_stream_breaks_the_transfer() {
     let (go_tx, go_rx) = oneshot::channel::<()>();
     let go = TakeOnce::new(go_rx);
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let go = go.take();
-        async move {
-            let (mut tx, body) = channel_body(1);
-            tokio::spawn(async move {
-                // Abort once the client has event 1, so the failure is mid-stream for sure.
-                if tx.send_data(Bytes::from_static(EVENT_1)).await.is_ok() && go.await.is_ok() {
-                    tx.abort("upstream crashed".into());
-                }
-            });
-            sse_response(body)
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(move |_, tasks| {
+            let go = go.take();
+            async move {
+                let (mut tx, body) = channel_body(1);
+                tasks.spawn(async move {
+                    // Abort once the client has event 1, so the failure is mid-stream for sure.
+                    if tx.send_data(Bytes::from_static(EVENT_1)).await.is_ok() && go.await.is_ok() {
+                        tx.abort("upstream crashed".into());
+                    }
+                });
+                sse_response(body)
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::single(&upstream.url()).await;
     within("the broken stream", async {
         let res = client()
@@ -573,20 +571,21 @@ async fn upstream_body_aborted_mid_stream_breaks_the_transfer() {
 
 #[tokio::test]
 async fn silent_response_stream_is_closed_after_the_idle_timeout() {
-    let upstream = Upstream::streaming(|req, seen| {
-        record_head(&req, &seen);
-        async move {
-            let (mut tx, body) = channel_body(1);
-            tokio::spawn(async move {
-                let _ = tx.send_data(Bytes::from_static(EVENT_1)).await;
-                // Then silence, with the stream held open.
-                std::future::pending::<()>().await;
-                drop(tx);
-            });
-            sse_response(body)
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(|_, tasks| {
+            async move {
+                let (mut tx, body) = channel_body(1);
+                tasks.spawn(async move {
+                    let _ = tx.send_data(Bytes::from_static(EVENT_1)).await;
+                    // Then silence, with the stream held open.
+                    std::future::pending::<()>().await;
+                    drop(tx);
+                });
+                sse_response(body)
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::start(&config(&upstream.url(), "idle_timeout = \"300ms\"")).await;
 
     within("the silent stream to be closed", async {
@@ -610,24 +609,25 @@ async fn stalled_request_body_gets_408_and_aborts_the_upstream_request() {
     // The upstream reports how reading the body ended: a clean end would mean it got a
     // truncated body as if it were whole.
     let (outcome_tx, mut outcome_rx) = mpsc::unbounded_channel::<Result<usize, String>>();
-    let upstream = Upstream::streaming(move |req, seen| {
-        record_head(&req, &seen);
-        let outcome_tx = outcome_tx.clone();
-        async move {
-            let mut body = req.into_body();
-            let mut len = 0;
-            let outcome = loop {
-                match next_data(&mut body).await {
-                    Some(Ok(data)) => len += data.len(),
-                    Some(Err(err)) => break Err(err.to_string()),
-                    None => break Ok(len),
-                }
-            };
-            let _ = outcome_tx.send(outcome);
-            Response::new(empty())
-        }
-    })
-    .await;
+    let upstream = TestUpstream::builder()
+        .handle(move |req, _| {
+            let outcome_tx = outcome_tx.clone();
+            async move {
+                let mut body = req.into_body();
+                let mut len = 0;
+                let outcome = loop {
+                    match next_data(&mut body).await {
+                        Some(Ok(data)) => len += data.len(),
+                        Some(Err(err)) => break Err(err.to_string()),
+                        None => break Ok(len),
+                    }
+                };
+                let _ = outcome_tx.send(outcome);
+                Response::new(empty())
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::start(&config(&upstream.url(), "idle_timeout = \"300ms\"")).await;
 
     let (mut tx, body) = channel_body(1);
@@ -651,27 +651,28 @@ async fn stalled_request_body_gets_408_and_aborts_the_upstream_request() {
 #[tokio::test]
 async fn upstream_timeout_does_not_cut_a_long_response_stream() {
     const EVENTS: usize = 10;
-    let upstream = Upstream::streaming(|req, seen| {
-        record_head(&req, &seen);
-        async move {
-            let (mut tx, body) = channel_body(1);
-            tokio::spawn(async move {
-                for n in 0..EVENTS {
-                    // Slowness simulated, not synchronisation: the stream outlasts the timeout.
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    if tx
-                        .send_data(Bytes::from(format!("data: {n}\n\n")))
-                        .await
-                        .is_err()
-                    {
-                        return;
+    let upstream = TestUpstream::builder()
+        .handle(|_, tasks| {
+            async move {
+                let (mut tx, body) = channel_body(1);
+                tasks.spawn(async move {
+                    for n in 0..EVENTS {
+                        // Slowness simulated, not synchronisation: the stream outlasts the timeout.
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                        if tx
+                            .send_data(Bytes::from(format!("data: {n}\n\n")))
+                            .await
+                            .is_err()
+                        {
+                            return;
+                        }
                     }
-                }
-            });
-            sse_response(body)
-        }
-    })
-    .await;
+                });
+                sse_response(body)
+            }
+        })
+        .start()
+        .await;
     let gateway = Gateway::start(&config(&upstream.url(), "upstream_timeout = \"200ms\"")).await;
 
     let answer = send(&client(), sse_request(&gateway)).await;
@@ -685,8 +686,10 @@ async fn upstream_timeout_does_not_cut_a_long_response_stream() {
 async fn upstream_timeout_does_not_cut_a_slow_upload() {
     const CHUNKS: usize = 10;
     // The upstream answers only once it has read everything.
-    let upstream =
-        Upstream::recording(|seen| Response::new(full(format!("{} bytes", seen.body.len())))).await;
+    let upstream = TestUpstream::builder()
+        .respond(|seen| Response::new(full(format!("{} bytes", seen.body.len()))))
+        .start()
+        .await;
     let gateway = Gateway::start(&config(&upstream.url(), "upstream_timeout = \"300ms\"")).await;
 
     let (mut tx, body) = channel_body(1);

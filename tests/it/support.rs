@@ -1,21 +1,31 @@
-//! Real servers and clients for the integration tests: an upstream that records what it got,
-//! the real proxy on port 0, and HTTP/1.1, HTTP/2 and raw-TCP clients. No mocks.
+//! Real servers and clients for the integration tests: the one fake upstream
+//! ([`TestUpstream`], in `support/upstream.rs`), the real proxy on port 0 ([`Gateway`]), and
+//! HTTP/1.1, HTTP/2 and raw-TCP clients. No mocks. Whatever a test starts here, it stops: the
+//! gateway by [`Gateway::stop`], the upstream's tasks are joined or at least aborted, and their
+//! panics fail the test.
 
 #![allow(dead_code)]
 
-use std::convert::Infallible;
+mod upstream;
+
+pub use upstream::*;
+
+use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
 use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderMap, Request, Response, StatusCode};
+use http_body::{Frame, SizeHint};
 use http_body_util::combinators::BoxBody;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
-use hyper::service::service_fn;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
@@ -59,122 +69,6 @@ pub fn empty() -> TestBody {
     full(Bytes::new())
 }
 
-/// A real HTTP/1.1 server on 127.0.0.1:0 that records each request's head (and body, for
-/// recording upstreams).
-pub struct Upstream {
-    pub addr: SocketAddr,
-    seen: Arc<Mutex<Vec<Seen>>>,
-    task: JoinHandle<()>,
-}
-
-impl Upstream {
-    /// Reads each request body whole, records it, and answers with `respond(&seen)`.
-    pub async fn recording<F>(respond: F) -> Self
-    where
-        F: Fn(&Seen) -> Response<TestBody> + Send + Sync + 'static,
-    {
-        let respond = Arc::new(respond);
-        Self::streaming(move |req, seen: Arc<Mutex<Vec<Seen>>>| {
-            let respond = respond.clone();
-            async move {
-                let (parts, body) = req.into_parts();
-                let body = body
-                    .collect()
-                    .await
-                    .map(|c| c.to_bytes())
-                    .unwrap_or_default();
-                let record = Seen {
-                    method: parts.method.to_string(),
-                    target: parts.uri.to_string(),
-                    version: parts.version,
-                    headers: parts.headers,
-                    body,
-                };
-                let res = respond(&record);
-                seen.lock().unwrap().push(record);
-                res
-            }
-        })
-        .await
-    }
-
-    /// Answers 200 with `{"ok":true}` and records everything.
-    pub async fn echo_ok() -> Self {
-        Self::recording(|_| json_response(StatusCode::OK, r#"{"ok":true}"#)).await
-    }
-
-    /// Hands each request, body unread, to `handler`; the head is recorded on arrival.
-    pub async fn streaming<F, Fut>(handler: F) -> Self
-    where
-        F: Fn(Request<Incoming>, Arc<Mutex<Vec<Seen>>>) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = Response<TestBody>> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let seen: Arc<Mutex<Vec<Seen>>> = Arc::default();
-        let handler = Arc::new(handler);
-        let seen_for_task = seen.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                let Ok((stream, _)) = listener.accept().await else {
-                    return;
-                };
-                let handler = handler.clone();
-                let seen = seen_for_task.clone();
-                tokio::spawn(async move {
-                    let service = service_fn(move |req: Request<Incoming>| {
-                        let handler = handler.clone();
-                        let seen = seen.clone();
-                        async move { Ok::<_, Infallible>(handler(req, seen).await) }
-                    });
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-        });
-        Self { addr, seen, task }
-    }
-
-    /// `http://127.0.0.1:PORT`
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Everything recorded so far.
-    pub fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-
-    /// The one request recorded; panics if there were more or none.
-    pub fn only(&self) -> Seen {
-        let seen = self.seen();
-        assert_eq!(
-            seen.len(),
-            1,
-            "expected exactly one upstream request, got {seen:#?}"
-        );
-        seen.into_iter().next().unwrap()
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
-/// Records a request head for streaming upstreams.
-pub fn record_head(req: &Request<Incoming>, seen: &Arc<Mutex<Vec<Seen>>>) {
-    seen.lock().unwrap().push(Seen {
-        method: req.method().to_string(),
-        target: req.uri().to_string(),
-        version: req.version(),
-        headers: req.headers().clone(),
-        body: Bytes::new(),
-    });
-}
-
 pub fn json_response(status: StatusCode, body: &'static str) -> Response<TestBody> {
     Response::builder()
         .status(status)
@@ -183,7 +77,9 @@ pub fn json_response(status: StatusCode, body: &'static str) -> Response<TestBod
         .unwrap()
 }
 
-/// The real proxy, started through the library entry point on 127.0.0.1:0.
+/// The real proxy, started through the library entry point on 127.0.0.1:0. Every test stops
+/// the gateway it started with [`Gateway::stop`]; dropping one that was not stopped shuts it
+/// down and fails the test.
 pub struct Gateway {
     pub addr: SocketAddr,
     shutdown: Option<oneshot::Sender<()>>,
@@ -221,21 +117,34 @@ impl Gateway {
         format!("http://{}{}", self.addr, path)
     }
 
-    /// Signals shutdown and waits for `serve` to return (joined, so its panics fail the test).
+    /// Signals shutdown and waits (within [`GUARD`]) for `serve` to return: the proxy's task is
+    /// joined, so its panics fail the test. Clients with a request or stream still open keep a
+    /// graceful shutdown waiting: drop them first.
     pub async fn stop(mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
         }
         if let Some(task) = self.task.take() {
-            task.await.expect("serve task panicked");
+            within("the gateway to stop", task)
+                .await
+                .expect("serve task panicked");
         }
     }
 }
 
 impl Drop for Gateway {
+    /// Shuts a gateway nobody stopped down (signal, then abort, since a drop cannot wait) and
+    /// fails the test, unless it is failing already: its task was never joined.
     fn drop(&mut self) {
-        if let Some(task) = &self.task {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.task.take() {
             task.abort();
+            assert!(
+                std::thread::panicking(),
+                "a Gateway was dropped without `stop().await`: its task was never joined"
+            );
         }
     }
 }
@@ -551,4 +460,75 @@ pub fn assert_ok(answer: &Answer, what: &str) {
         "{what}: {:?}",
         String::from_utf8_lossy(&answer.body)
     );
+}
+
+/// Aborts a helper task and joins it: a panic it had before fails the test.
+pub async fn cancel<T>(task: JoinHandle<T>) {
+    task.abort();
+    if let Err(err) = task.await {
+        if err.is_panic() {
+            std::panic::resume_unwind(err.into_panic());
+        }
+    }
+}
+
+/// A body of these frames, all ready at once but of no declared length (so HTTP/1.1 sends it
+/// chunked): a streamed answer without a task to feed it.
+pub fn frames_body(frames: impl IntoIterator<Item = Bytes>) -> TestBody {
+    Frames(frames.into_iter().collect()).boxed()
+}
+
+struct Frames(VecDeque<Bytes>);
+
+impl http_body::Body for Frames {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        _: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        Poll::Ready(
+            self.get_mut()
+                .0
+                .pop_front()
+                .map(|data| Ok(Frame::data(data))),
+        )
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        SizeHint::default()
+    }
+}
+
+/// A fresh empty directory under the system's temp dir, removed (with everything in it) when
+/// dropped.
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// `cookiegate-it-{name}-{pid}`, emptied if a killed run left it behind.
+    pub fn new(name: &str) -> Self {
+        let dir = std::env::temp_dir().join(format!("cookiegate-it-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        Self(dir)
+    }
+}
+
+impl std::ops::Deref for TempDir {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

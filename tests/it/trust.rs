@@ -13,7 +13,7 @@ fn config(upstream: &str, trusted: &str) -> String {
 
 #[tokio::test]
 async fn a_trusted_tls_load_balancer_is_believed_for_ip_scheme_and_host() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::start(&config(&upstream.url(), "\"127.0.0.0/8\"")).await;
     let req = request("POST", &gateway.url("/api/x"), Some("tok"))
         .header("host", "internal:8080")
@@ -45,7 +45,7 @@ async fn a_trusted_tls_load_balancer_is_believed_for_ip_scheme_and_host() {
 
 #[tokio::test]
 async fn an_untrusted_peer_cannot_claim_https_or_another_host() {
-    let upstream = Upstream::echo_ok().await;
+    let upstream = TestUpstream::echo_ok().await;
     // Only 10.0.0.0/8 is trusted; the test client connects from 127.0.0.1.
     let gateway = Gateway::start(&config(&upstream.url(), "\"10.0.0.0/8\"")).await;
     let forged = |origin: Option<&'static str>| {

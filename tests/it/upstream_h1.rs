@@ -5,15 +5,12 @@
 //! answers, truncated bodies, and the request framing an upstream sees on the wire.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Barrier, mpsc};
-use tokio::task::JoinHandle;
+use tokio::net::TcpStream;
+use tokio::sync::{Barrier, Semaphore, mpsc, oneshot};
 
 use crate::support::*;
 
@@ -23,276 +20,22 @@ const TOKEN: &str = "tok";
 // Scripted upstreams
 // ---------------------------------------------------------------------------------------------
 
-/// A request as a scripted upstream read it off the wire.
-#[derive(Debug, Clone)]
-struct Received {
-    /// The accepted connection it came on (0 for the first).
-    conn: usize,
-    /// The head exactly as sent, without its final blank line.
-    head: String,
-    /// The body, decoded from its framing.
-    body: Vec<u8>,
-    /// What was wrong with the body's framing, if anything.
-    malformed: Option<String>,
+/// A raw [`TestUpstream`] running `script` on each connection it accepts.
+async fn scripted<F, Fut>(script: F) -> TestUpstream
+where
+    F: Fn(Wire) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    TestUpstream::builder().raw(script).start().await
 }
 
-impl Received {
-    fn request_line(&self) -> &str {
-        self.head.split("\r\n").next().unwrap_or_default()
-    }
-
-    fn method(&self) -> &str {
-        self.request_line().split(' ').next().unwrap_or_default()
-    }
-
-    fn target(&self) -> &str {
-        self.request_line().split(' ').nth(1).unwrap_or_default()
-    }
-
-    /// The values of every field named `name` (case-insensitive), in order.
-    fn fields(&self, name: &str) -> Vec<String> {
-        self.head
-            .split("\r\n")
-            .skip(1)
-            .filter_map(|line| {
-                let (field, value) = line.split_once(':')?;
-                field
-                    .eq_ignore_ascii_case(name)
-                    .then(|| value.trim().to_string())
-            })
-            .collect()
-    }
-}
-
-fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
-    haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// One accepted connection of a [`Scripted`] upstream.
-struct Wire {
-    stream: TcpStream,
-    buf: Vec<u8>,
-    conn: usize,
-    log: Arc<Mutex<Vec<Received>>>,
-}
-
-impl Wire {
-    /// Reads more bytes; false at EOF or on an error.
-    async fn fill(&mut self) -> bool {
-        let mut chunk = [0u8; 16 * 1024];
-        match self.stream.read(&mut chunk).await {
-            Ok(0) | Err(_) => false,
-            Ok(n) => {
-                self.buf.extend_from_slice(&chunk[..n]);
-                true
-            }
-        }
-    }
-
-    async fn read_until(&mut self, delimiter: &[u8]) -> Option<Vec<u8>> {
-        loop {
-            if let Some(at) = find(&self.buf, delimiter) {
-                let line = self.buf[..at].to_vec();
-                self.buf.drain(..at + delimiter.len());
-                return Some(line);
-            }
-            if !self.fill().await {
-                return None;
-            }
-        }
-    }
-
-    async fn read_exact(&mut self, len: usize) -> Option<Vec<u8>> {
-        while self.buf.len() < len {
-            if !self.fill().await {
-                return None;
-            }
-        }
-        Some(self.buf.drain(..len).collect())
-    }
-
-    fn record(&self, received: &Received) {
-        self.log.lock().unwrap().push(received.clone());
-    }
-
-    /// Reads the next request head and records it, body unread. `None` at EOF.
-    async fn head(&mut self) -> Option<Received> {
-        let head = self.read_until(b"\r\n\r\n").await?;
-        let received = Received {
-            conn: self.conn,
-            head: String::from_utf8_lossy(&head).into_owned(),
-            body: Vec::new(),
-            malformed: None,
-        };
-        self.record(&received);
-        Some(received)
-    }
-
-    /// Reads a whole request (its body by its framing) and records it. `None` at EOF, also
-    /// in the middle of a request (which is then not recorded).
-    async fn request(&mut self) -> Option<Received> {
-        let head = self.read_until(b"\r\n\r\n").await?;
-        let mut received = Received {
-            conn: self.conn,
-            head: String::from_utf8_lossy(&head).into_owned(),
-            body: Vec::new(),
-            malformed: None,
-        };
-        let codings = received.fields("transfer-encoding");
-        let lengths = received.fields("content-length");
-        if !codings.is_empty() {
-            if codings == ["chunked"] {
-                match self.read_chunked().await? {
-                    Ok(body) => received.body = body,
-                    Err(why) => received.malformed = Some(why),
-                }
-            } else {
-                received.malformed = Some(format!("transfer-encoding {codings:?}"));
-            }
-        } else if let Some(length) = lengths.first() {
-            match length.parse::<usize>() {
-                Ok(len) => received.body = self.read_exact(len).await?,
-                Err(_) => received.malformed = Some(format!("content-length {length:?}")),
-            }
-        }
-        self.record(&received);
-        Some(received)
-    }
-
-    /// A chunked body, read strictly: bare hex sizes, CRLF after each chunk, no trailers.
-    async fn read_chunked(&mut self) -> Option<Result<Vec<u8>, String>> {
-        let mut body = Vec::new();
-        loop {
-            match self.read_chunk().await? {
-                Ok(Some(data)) => body.extend_from_slice(&data),
-                Ok(None) => return Some(Ok(body)),
-                Err(why) => return Some(Err(why)),
-            }
-        }
-    }
-
-    /// One chunk of a chunked body, read strictly; `Ok(None)` after the last chunk and the
-    /// empty trailer section.
-    async fn read_chunk(&mut self) -> Option<Result<Option<Vec<u8>>, String>> {
-        let line = self.read_until(b"\r\n").await?;
-        if line.is_empty() || !line.iter().all(u8::is_ascii_hexdigit) || line.len() > 16 {
-            return Some(Err(format!(
-                "bad chunk size line {:?}",
-                String::from_utf8_lossy(&line)
-            )));
-        }
-        let size = usize::from_str_radix(std::str::from_utf8(&line).unwrap(), 16).unwrap();
-        if size == 0 {
-            let end = self.read_until(b"\r\n").await?;
-            return Some(if end.is_empty() {
-                Ok(None)
-            } else {
-                Err("trailers after the last chunk".into())
-            });
-        }
-        let data = self.read_exact(size + 2).await?;
-        if &data[size..] != b"\r\n" {
-            return Some(Err("no CRLF after chunk data".into()));
-        }
-        Some(Ok(Some(data[..size].to_vec())))
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        let _ = self.stream.write_all(bytes).await;
-        let _ = self.stream.flush().await;
-    }
-
-    /// Writes `pieces` one at a time with a pause between, so they arrive in separate reads.
-    async fn send_in_pieces(&mut self, pieces: &[&[u8]]) {
-        for piece in pieces {
-            self.send(piece).await;
-            tokio::time::sleep(Duration::from_millis(15)).await;
-        }
-    }
-
-    /// Reads until the other side closes the connection; what arrived meanwhile, or `None`
-    /// if it was still open after [`GUARD`].
-    async fn until_closed(&mut self) -> Option<Vec<u8>> {
-        let wait = async { while self.fill().await {} };
-        tokio::time::timeout(GUARD, wait).await.ok()?;
-        Some(std::mem::take(&mut self.buf))
-    }
-}
-
-/// A TCP server on 127.0.0.1:0 that runs `script` on each connection it accepts and records
-/// the requests read through [`Wire`].
-struct Scripted {
-    addr: std::net::SocketAddr,
-    accepted: Arc<AtomicUsize>,
-    log: Arc<Mutex<Vec<Received>>>,
-    task: JoinHandle<()>,
-}
-
-impl Scripted {
-    async fn start<F, Fut>(script: F) -> Self
-    where
-        F: Fn(Wire) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
-    {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let log: Arc<Mutex<Vec<Received>>> = Arc::default();
-        let (accepted_in, log_in) = (accepted.clone(), log.clone());
-        let task = tokio::spawn(async move {
-            while let Ok((stream, _)) = listener.accept().await {
-                let conn = accepted_in.fetch_add(1, Ordering::SeqCst);
-                let wire = Wire {
-                    stream,
-                    buf: Vec::new(),
-                    conn,
-                    log: log_in.clone(),
-                };
-                tokio::spawn(script(wire));
-            }
-        });
-        Self {
-            addr,
-            accepted,
-            log,
-            task,
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    /// Connections accepted so far.
-    fn accepted(&self) -> usize {
-        self.accepted.load(Ordering::SeqCst)
-    }
-
-    /// Every request read so far, in order.
-    fn received(&self) -> Vec<Received> {
-        self.log.lock().unwrap().clone()
-    }
-
-    /// The one request read so far; panics if there were more or none.
-    fn only_one(&self) -> Received {
-        let received = self.received();
-        assert_eq!(received.len(), 1, "{received:#?}");
-        received.into_iter().next().unwrap()
-    }
-
-    /// (connection, target) of every request read so far.
-    fn targets(&self) -> Vec<(usize, String)> {
-        self.received()
-            .iter()
-            .map(|r| (r.conn, r.target().to_string()))
-            .collect()
-    }
-}
-
-impl Drop for Scripted {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
+/// (connection, target) of every request read so far.
+fn targets(upstream: &TestUpstream) -> Vec<(usize, String)> {
+    upstream
+        .received()
+        .iter()
+        .map(|r| (r.conn, r.target().to_string()))
+        .collect()
 }
 
 /// A 200 whose body names the connection that answered.
@@ -331,14 +74,14 @@ async fn post_through(gateway: &Gateway, path: &str, body: &'static str) -> Answ
     send(&client(), req).await
 }
 
-/// Waits for a scripted connection to report it closed, then a little more, so the close has
-/// reached cookiegate's side of the socket.
-async fn closed_signal(rx: &mut mpsc::UnboundedReceiver<usize>) -> usize {
-    let conn = within("the upstream to close its connection", rx.recv())
+/// Waits for a scripted connection to report that it closed (or wrote to) its idle
+/// connection, and returns which one. No further wait is needed: the upstream acted before it
+/// reported, over loopback, so the FIN or the bytes are in cookiegate's socket before the test
+/// sends its next request, and the I/O poll that shows cookiegate that request shows them too.
+async fn idle_signal(rx: &mut mpsc::UnboundedReceiver<usize>) -> usize {
+    within("the upstream to act on its idle connection", rx.recv())
         .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    conn
+        .unwrap()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -355,7 +98,7 @@ const CHUNKED_WITH_TRAILERS: [&[u8]; 4] = [
 
 #[tokio::test]
 async fn a_chunked_answer_with_extensions_and_trailers_reaches_the_client_byte_exact() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send_in_pieces(&CHUNKED_WITH_TRAILERS).await;
         }
@@ -368,12 +111,13 @@ async fn a_chunked_answer_with_extensions_and_trailers_reaches_the_client_byte_e
     assert_eq!(answer.header("content-type"), Some("text/plain"));
     // The client asked for no trailers: hyper drops them, and the framing fields are ours.
     assert!(answer.header("trailer").is_none());
-    assert_eq!(upstream.targets(), [(0, "/chunked".to_string())]);
+    assert_eq!(targets(&upstream), [(0, "/chunked".to_string())]);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_connection_whose_chunked_answer_ended_with_trailers_is_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send_in_pieces(&CHUNKED_WITH_TRAILERS).await;
         }
@@ -385,10 +129,11 @@ async fn a_connection_whose_chunked_answer_ended_with_trailers_is_reused() {
         assert_eq!(answer.body, "hello, world");
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/chunked".to_string()), (0, "/chunked".to_string())]
     );
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -411,7 +156,7 @@ async fn a_large_chunked_answer_in_uneven_chunks_arrives_byte_exact() {
     }
     encoded.extend_from_slice(b"0\r\n\r\n");
     let encoded: &'static [u8] = Vec::leak(encoded);
-    let upstream = Scripted::start(move |mut wire| async move {
+    let upstream = scripted(move |mut wire| async move {
         while wire.request().await.is_some() {
             for piece in encoded.chunks(7777) {
                 wire.send(piece).await;
@@ -428,11 +173,12 @@ async fn a_large_chunked_answer_in_uneven_chunks_arrives_byte_exact() {
     }
     // Chunked without trailers ends cleanly: the connection is reused.
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_close_delimited_answer_is_delivered_whole_and_its_connection_is_not_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         if wire.request().await.is_some() {
             wire.send(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n")
                 .await;
@@ -450,17 +196,18 @@ async fn a_close_delimited_answer_is_delivered_whole_and_its_connection_is_not_r
         assert!(answer.body == all_bytes(300), "the body differs");
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/until-close".to_string()),
             (1, "/until-close".to_string())
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn interim_answers_before_the_final_one_never_reach_the_client() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send_in_pieces(&[
                 b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Ear",
@@ -492,11 +239,12 @@ async fn interim_answers_before_the_final_one_never_reach_the_client() {
     let received = upstream.received();
     assert_eq!(received.len(), 2);
     assert_eq!(received[1].body, b"body");
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello")
                 .await;
@@ -512,11 +260,12 @@ async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
         assert_eq!(answer.header("content-length"), Some("5"));
     }
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_answer_with_both_framings_follows_chunked_and_its_connection_is_not_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         // Would answer a second request on the same connection, if one came.
         while wire.request().await.is_some() {
             wire.send(
@@ -536,9 +285,10 @@ async fn an_answer_with_both_framings_follows_chunked_and_its_connection_is_not_
         assert!(answer.header("content-length").is_none());
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/both".to_string()), (1, "/both".to_string())]
     );
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -579,18 +329,17 @@ type AfterClose = (usize, Option<Vec<u8>>);
 async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_serving() {
     let answers = Arc::new(invalid_answers());
     let count = answers.len();
-    let closed: Arc<Mutex<Vec<AfterClose>>> = Arc::default();
-    let closed_in = closed.clone();
-    let upstream = Scripted::start(move |mut wire| {
+    let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<AfterClose>();
+    let upstream = scripted(move |mut wire| {
         let answers = answers.clone();
-        let closed = closed_in.clone();
+        let closed = closed_tx.clone();
         async move {
             while let Some(req) = wire.request().await {
                 if let Some(n) = req.target().strip_prefix("/bad/") {
                     wire.send(&answers[n.parse::<usize>().unwrap()]).await;
                     // Left open: cookiegate must be the one to close it.
                     let after = wire.until_closed().await;
-                    closed.lock().unwrap().push((wire.conn, after));
+                    let _ = closed.send((wire.conn, after));
                     return;
                 }
                 wire.send(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
@@ -609,13 +358,15 @@ async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_s
         assert_eq!(good.status, 200, "after bad answer {n}");
         assert_eq!(good.body, "ok");
     }
-    within("every invalid connection closed", async {
-        while closed.lock().unwrap().len() < count {
-            tokio::time::sleep(Duration::from_millis(20)).await;
+    let closed = within("every invalid connection closed", async {
+        let mut closed = Vec::new();
+        while closed.len() < count {
+            closed.push(closed_rx.recv().await.unwrap());
         }
+        closed
     })
     .await;
-    for (conn, after) in closed.lock().unwrap().iter() {
+    for (conn, after) in &closed {
         assert_eq!(
             after.as_deref(),
             Some(&b""[..]),
@@ -633,17 +384,25 @@ async fn invalid_answers_give_502_close_their_connection_and_the_gateway_keeps_s
         bad,
         (0..count).map(|n| format!("/bad/{n}")).collect::<Vec<_>>()
     );
+    gateway.stop().await;
 }
 
+/// Connection 0 sends `answer`, whose first `sent` body bytes are all it has, and closes once
+/// the client has those bytes through the proxy: the transfer must break, not end cleanly.
 async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize) {
-    let upstream = Scripted::start(move |mut wire| async move {
-        if wire.conn > 0 {
-            return serve(wire).await;
-        }
-        if wire.request().await.is_some() {
-            wire.send(answer).await;
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            // Closed mid-body.
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let release = TakeOnce::new(release_rx);
+    let upstream = scripted(move |mut wire| {
+        let release = release.clone();
+        async move {
+            if wire.conn > 0 {
+                return serve(wire).await;
+            }
+            if wire.request().await.is_some() {
+                wire.send(answer).await;
+                let _ = release.take().await;
+                // Closed mid-body.
+            }
         }
     })
     .await;
@@ -655,7 +414,17 @@ async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize
     within("the broken transfer", async {
         let res = client.request(req).await.expect("response head");
         assert_eq!(res.status(), 200);
-        let (got, failed) = read_to_end_or_break(&mut res.into_body()).await;
+        let mut body = res.into_body();
+        let mut got = Vec::new();
+        while got.len() < sent {
+            match next_data(&mut body).await {
+                Some(Ok(data)) => got.extend_from_slice(&data),
+                other => panic!("the body ended after {} bytes: {other:?}", got.len()),
+            }
+        }
+        release_tx.send(()).unwrap();
+        let (rest, failed) = read_to_end_or_break(&mut body).await;
+        got.extend_from_slice(&rest);
         assert!(
             failed,
             "a truncated body ended cleanly after {} bytes",
@@ -667,9 +436,11 @@ async fn truncated_answer_breaks_the_transfer(answer: &'static [u8], sent: usize
     // The gateway is fine afterwards, on a new connection.
     assert_eq!(get_through(&gateway, "/next").await.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/short".to_string()), (1, "/next".to_string())]
     );
+    drop(client);
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -705,7 +476,7 @@ async fn a_chunked_answer_cut_before_its_last_chunk_aborts_the_clients_transfer(
 
 #[tokio::test]
 async fn sequential_requests_share_one_upstream_connection() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while let Some(req) = wire.request().await {
             let answer: &[u8] = match (req.method(), req.target()) {
                 // No body after these heads, whatever their Content-Length says.
@@ -744,12 +515,13 @@ async fn sequential_requests_share_one_upstream_connection() {
         assert_eq!(answer.body, body, "{method} {path}");
     }
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         ["/one", "/two", "/empty", "/same", "/three", "/four"]
             .map(|t| (0, t.to_string()))
             .to_vec()
     );
     assert_eq!(upstream.received()[4].body, b"data");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -760,7 +532,7 @@ async fn answers_that_end_their_connection_are_not_reused() {
         // Stray bytes after the body: the connection's state is unknown.
         b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nokHTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nstray",
     ] {
-        let upstream = Scripted::start(move |mut wire| async move {
+        let upstream = scripted(move |mut wire| async move {
             // Would answer more requests on this connection, if any came.
             while wire.request().await.is_some() {
                 wire.send(answer).await;
@@ -774,17 +546,18 @@ async fn answers_that_end_their_connection_are_not_reused() {
             assert_eq!(got.body, "ok", "{:?}", String::from_utf8_lossy(answer));
         }
         assert_eq!(
-            upstream.targets(),
+            targets(&upstream),
             [(0, "/x".to_string()), (1, "/x".to_string())],
             "{:?}",
             String::from_utf8_lossy(answer)
         );
+        gateway.stop().await;
     }
 }
 
 #[tokio::test]
 async fn http_1_0_keep_alive_answers_are_reused() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             wire.send(b"HTTP/1.0 200 OK\r\nConnection: keep-alive\r\nContent-Length: 2\r\n\r\nok")
                 .await;
@@ -796,57 +569,73 @@ async fn http_1_0_keep_alive_answers_are_reused() {
         assert_eq!(get_through(&gateway, "/x").await.body, "ok");
     }
     assert_eq!(upstream.accepted(), 1);
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn bytes_the_upstream_writes_on_an_idle_connection_are_never_taken_as_an_answer() {
+    // The test lets the upstream write once the client has the whole first answer: by then
+    // cookiegate has put the connection back in its pool (it does when the body ends).
+    let go = Arc::new(Semaphore::new(0));
     let (wrote_tx, mut wrote_rx) = mpsc::unbounded_channel::<usize>();
-    let upstream = Scripted::start(move |mut wire| {
-        let wrote = wrote_tx.clone();
-        async move {
-            if wire.conn > 0 {
-                return serve(wire).await;
-            }
-            if wire.request().await.is_some() {
-                wire.send(&answer_from(0)).await;
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                // What some servers send before closing an idle connection; here, not closed.
-                wire.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout")
-                    .await;
-                let _ = wrote.send(0);
-                let _ = wire.until_closed().await;
+    let upstream = scripted({
+        let go = go.clone();
+        move |mut wire| {
+            let (go, wrote) = (go.clone(), wrote_tx.clone());
+            async move {
+                if wire.conn > 0 {
+                    return serve(wire).await;
+                }
+                if wire.request().await.is_some() {
+                    wire.send(&answer_from(0)).await;
+                    go.acquire().await.unwrap().forget();
+                    // What some servers send before closing an idle connection; here, not
+                    // closed.
+                    wire.send(b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 7\r\n\r\ntimeout")
+                        .await;
+                    let _ = wrote.send(0);
+                    let _ = wire.until_closed().await;
+                }
             }
         }
     })
     .await;
     let gateway = Gateway::single(&upstream.url()).await;
     assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
-    closed_signal(&mut wrote_rx).await;
+    go.add_permits(1);
+    idle_signal(&mut wrote_rx).await;
     let second = get_through(&gateway, "/second").await;
     assert_eq!(second.status, 200);
     assert_eq!(second.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/first".to_string()), (1, "/second".to_string())]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
+    // Each close waits for the test's go, given once the client has the whole answer: the
+    // connection is idle in cookiegate's pool by then.
+    let go = Arc::new(Semaphore::new(0));
     let (closed_tx, mut closed_rx) = mpsc::unbounded_channel::<usize>();
-    let upstream = Scripted::start(move |mut wire| {
-        let closed = closed_tx.clone();
-        async move {
-            if wire.conn >= 2 {
-                return serve(wire).await;
-            }
-            // Connections 0 and 1 answer one request, keep-alive, then close while idle.
-            if wire.request().await.is_some() {
-                wire.send(&answer_from(wire.conn)).await;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-                let conn = wire.conn;
-                drop(wire);
-                let _ = closed.send(conn);
+    let upstream = scripted({
+        let go = go.clone();
+        move |mut wire| {
+            let (go, closed) = (go.clone(), closed_tx.clone());
+            async move {
+                if wire.conn >= 2 {
+                    return serve(wire).await;
+                }
+                // Connections 0 and 1 answer one request, keep-alive, then close while idle.
+                if wire.request().await.is_some() {
+                    wire.send(&answer_from(wire.conn)).await;
+                    go.acquire().await.unwrap().forget();
+                    let conn = wire.conn;
+                    drop(wire);
+                    let _ = closed.send(conn);
+                }
             }
         }
     })
@@ -854,19 +643,21 @@ async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
     let gateway = Gateway::single(&upstream.url()).await;
 
     assert_eq!(get_through(&gateway, "/first").await.body, "conn 0");
-    assert_eq!(closed_signal(&mut closed_rx).await, 0);
+    go.add_permits(1);
+    assert_eq!(idle_signal(&mut closed_rx).await, 0);
     let second = get_through(&gateway, "/second").await;
     assert_eq!(second.status, 200);
     assert_eq!(second.body, "conn 1");
 
     // A request with a body is never sent again, so it must not meet the closed connection.
-    assert_eq!(closed_signal(&mut closed_rx).await, 1);
+    go.add_permits(1);
+    assert_eq!(idle_signal(&mut closed_rx).await, 1);
     let third = post_through(&gateway, "/third", "post body").await;
     assert_eq!(third.status, 200);
     assert_eq!(third.body, "conn 2");
 
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (1, "/second".to_string()),
@@ -880,12 +671,13 @@ async fn an_idle_connection_the_upstream_closed_is_not_used_again() {
         .collect();
     assert_eq!(posts.len(), 1);
     assert_eq!(posts[0].body, b"post body");
+    gateway.stop().await;
 }
 
 /// Connection 0 answers its first request, reads the second whole, then closes without a
 /// byte of answer; later connections answer everything.
-async fn closes_after_reading_the_second_request() -> Scripted {
-    Scripted::start(|mut wire| async move {
+async fn closes_after_reading_the_second_request() -> TestUpstream {
+    scripted(|mut wire| async move {
         if wire.conn > 0 {
             return serve(wire).await;
         }
@@ -907,13 +699,14 @@ async fn a_get_meeting_a_reused_connection_closed_unanswered_is_sent_again_once(
     assert_eq!(second.status, 200);
     assert_eq!(second.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (0, "/second".to_string()),
             (1, "/second".to_string())
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -926,7 +719,7 @@ async fn a_post_meeting_a_reused_connection_closed_unanswered_is_not_sent_again(
     // The gateway still serves, on a new connection.
     assert_eq!(get_through(&gateway, "/third").await.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (0, "/second".to_string()),
@@ -934,6 +727,7 @@ async fn a_post_meeting_a_reused_connection_closed_unanswered_is_not_sent_again(
         ]
     );
     assert_eq!(upstream.received()[1].body, b"once only");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -948,19 +742,20 @@ async fn a_delete_without_a_body_is_idempotent_and_sent_again_too() {
     assert_eq!(answer.status, 200);
     assert_eq!(answer.body, "conn 1");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [
             (0, "/first".to_string()),
             (0, "/item".to_string()),
             (1, "/item".to_string())
         ]
     );
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_get_is_sent_at_most_twice_however_many_pooled_connections_are_dead() {
     let barrier = Arc::new(Barrier::new(3));
-    let upstream = Scripted::start({
+    let upstream = scripted({
         let barrier = barrier.clone();
         move |mut wire| {
             let barrier = barrier.clone();
@@ -999,6 +794,7 @@ async fn a_get_is_sent_at_most_twice_however_many_pooled_connections_are_dead() 
         .filter(|r| r.target() == "/again")
         .count();
     assert!(sent <= 2, "the GET was sent {sent} times");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1010,7 +806,7 @@ const EARLY_413: &[u8] = b"HTTP/1.1 413 Payload Too Large\r\nContent-Type: appli
 
 #[tokio::test]
 async fn an_early_answer_to_a_large_upload_reaches_the_client() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         // Only the head is read; the body is refused unread.
         if wire.head().await.is_some() {
             wire.send(EARLY_413).await;
@@ -1060,7 +856,7 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
         }
     })
     .await;
-    uploader.abort();
+    cancel(uploader).await;
     let answer = answer.expect("an answer, not a closed connection");
     assert_eq!(answer.status, 413);
     assert_eq!(answer.body, r#"{"upstream":"too big"}"#);
@@ -1071,14 +867,55 @@ async fn an_early_answer_to_a_large_upload_reaches_the_client() {
     let next = post_through(&gateway, "/upload", "small").await;
     assert_eq!(next.status, 413);
     assert_eq!(upstream.accepted(), 2);
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
 // What the upstream sees
 // ---------------------------------------------------------------------------------------------
 
-async fn recording() -> Scripted {
-    Scripted::start(serve).await
+async fn recording() -> TestUpstream {
+    scripted(serve).await
+}
+
+/// [`recording`], also reporting the size of each piece of body data it reads (each chunk of
+/// a chunked body).
+async fn recording_with_progress() -> (TestUpstream, mpsc::UnboundedReceiver<usize>) {
+    let (progress_tx, progress_rx) = mpsc::unbounded_channel();
+    let upstream = scripted(move |mut wire| {
+        let progress = progress_tx.clone();
+        async move {
+            while wire
+                .request_with(|data| {
+                    let _ = progress.send(data.len());
+                })
+                .await
+                .is_some()
+            {
+                let answer = answer_from(wire.conn);
+                wire.send(&answer).await;
+            }
+        }
+    })
+    .await;
+    (upstream, progress_rx)
+}
+
+/// Sends `pieces` as body frames, each after the upstream has read all the ones before (as
+/// `progress` reports), then ends the body: they travel one by one, as from a slow client.
+async fn feed_one_by_one(
+    mut tx: http_body_util::channel::Sender<Bytes, BoxError>,
+    pieces: Vec<Bytes>,
+    progress: &mut mpsc::UnboundedReceiver<usize>,
+) {
+    let (mut sent, mut arrived) = (0, 0);
+    for piece in pieces {
+        sent += piece.len();
+        tx.send_data(piece).await.unwrap();
+        while arrived < sent {
+            arrived += progress.recv().await.expect("the upstream reads on");
+        }
+    }
 }
 
 #[tokio::test]
@@ -1104,11 +941,12 @@ async fn a_post_with_content_length_arrives_with_that_length_once_and_no_transfe
     assert_eq!(zero.fields("content-length"), ["0"], "{}", zero.head);
     assert!(zero.fields("transfer-encoding").is_empty(), "{}", zero.head);
     assert!(zero.body.is_empty());
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn a_streamed_upload_arrives_validly_chunked() {
-    let upstream = recording().await;
+    let (upstream, mut progress) = recording_with_progress().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let pieces: Vec<Bytes> = vec![
         Bytes::from_static(b"alpha;"),
@@ -1117,20 +955,19 @@ async fn a_streamed_upload_arrives_validly_chunked() {
         Bytes::from_static(b"omega"),
     ];
     let sent: Vec<u8> = pieces.concat();
-    let (mut tx, body) = channel_body(1);
+    let (tx, body) = channel_body(1);
     let req = request("PUT", &gateway.url("/api/proxy/upload"), Some(TOKEN))
         .header("content-type", "application/octet-stream")
         .body(body)
         .unwrap();
     let client = client();
-    let feeder = tokio::spawn(async move {
-        for piece in pieces {
-            tx.send_data(piece).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    let answer = within("the upload", send(&client, req)).await;
-    feeder.await.unwrap();
+    let (answer, ()) = within("the upload, piece by piece", async {
+        tokio::join!(
+            send(&client, req),
+            feed_one_by_one(tx, pieces, &mut progress)
+        )
+    })
+    .await;
     assert_eq!(answer.status, 200);
 
     let put = upstream.received().pop().unwrap();
@@ -1139,6 +976,7 @@ async fn a_streamed_upload_arrives_validly_chunked() {
     assert_eq!(put.malformed, None);
     assert_eq!(put.body.len(), sent.len());
     assert!(put.body == sent, "the decoded body differs");
+    gateway.stop().await;
 }
 
 #[tokio::test]
@@ -1181,27 +1019,28 @@ async fn a_get_carries_no_framing_fields_and_the_upstreams_own_host_once() {
             "{line:?}"
         );
     }
+    gateway.stop().await;
 }
 
 #[tokio::test]
 async fn an_http2_upload_without_a_length_arrives_validly_chunked() {
-    let upstream = recording().await;
+    let (upstream, mut progress) = recording_with_progress().await;
     let gateway = Gateway::single(&upstream.url()).await;
-    let (mut tx, body) = channel_body(1);
+    let (tx, body) = channel_body(1);
     let req = request("POST", &gateway.url("/api/proxy/h2"), Some(TOKEN))
         .body(body)
         .unwrap();
     let client = h2_client();
-    let feeder = tokio::spawn(async move {
-        for piece in [&b"first,"[..], b"second,", b"third"] {
-            tx.send_data(Bytes::from_static(piece)).await.unwrap();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    });
-    let answer = within("the upload", send(&client, req)).await;
-    feeder.await.unwrap();
+    let pieces = [&b"first,"[..], b"second,", b"third"].map(Bytes::from_static);
+    let (answer, ()) = within("the upload, piece by piece", async {
+        tokio::join!(
+            send(&client, req),
+            feed_one_by_one(tx, pieces.to_vec(), &mut progress)
+        )
+    })
+    .await;
     assert_eq!(answer.status, 200);
-    let post = upstream.only_one();
+    let post = upstream.only_received();
     assert_eq!(post.request_line(), "POST /h2 HTTP/1.1");
     assert_eq!(
         post.fields("transfer-encoding"),
@@ -1212,6 +1051,7 @@ async fn an_http2_upload_without_a_length_arrives_validly_chunked() {
     assert!(post.fields("content-length").is_empty(), "{}", post.head);
     assert_eq!(post.malformed, None);
     assert_eq!(post.body, b"first,second,third");
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1243,7 +1083,7 @@ fn complete_chunks(mut body: &[u8]) -> (Vec<u8>, bool) {
 #[tokio::test]
 async fn an_upload_and_its_answer_stream_both_ways_at_once() {
     // The upstream answers at once, then echoes each request chunk as it arrives.
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while let Some(req) = wire.head().await {
             if req.fields("transfer-encoding").is_empty() {
                 let answer = answer_from(wire.conn);
@@ -1323,9 +1163,10 @@ async fn an_upload_and_its_answer_stream_both_ways_at_once() {
     // Both directions ended cleanly: the connection carries the next request.
     assert_eq!(get_through(&gateway, "/after").await.body, "conn 0");
     assert_eq!(
-        upstream.targets(),
+        targets(&upstream),
         [(0, "/echo".to_string()), (0, "/after".to_string())]
     );
+    gateway.stop().await;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1337,7 +1178,7 @@ async fn an_upload_and_its_answer_stream_both_ways_at_once() {
 /// connection closed without a byte, which browsers answer by sending the request again: the
 /// upstream ran the POST twice. Whatever the upstream does, the client gets a status line.
 async fn a_reused_client_connection_always_gets_a_status_line(answer: &'static [u8]) {
-    let upstream = Scripted::start(move |mut wire| async move {
+    let upstream = scripted(move |mut wire| async move {
         while let Some(received) = wire.request().await {
             if received.method() == "POST" {
                 // Broken, then closed at once: no pause for the proxy to flush in.
@@ -1406,7 +1247,7 @@ async fn a_body_cut_short_still_gives_the_client_a_status_line() {
 /// transfer) to a fixed array of 32; hyper accepts 100.
 #[tokio::test]
 async fn an_answer_with_forty_trailer_fields_is_delivered() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             let mut answer =
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n"
@@ -1433,7 +1274,7 @@ async fn an_answer_with_forty_trailer_fields_is_delivered() {
 /// Issue 9, defect 4: a valid 2 KiB chunk extension was lost to a 1 KiB size-line limit.
 #[tokio::test]
 async fn an_answer_with_a_two_kib_chunk_extension_is_delivered() {
-    let upstream = Scripted::start(|mut wire| async move {
+    let upstream = scripted(|mut wire| async move {
         while wire.request().await.is_some() {
             let mut answer =
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;note=".to_vec();
