@@ -133,7 +133,7 @@ pub fn admit<'c>(
     let client = trust::identify(
         req.peer,
         req.proto,
-        own_host.as_ref(),
+        own_host,
         req.headers,
         &config.server.trusted_proxies,
     );

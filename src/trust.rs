@@ -117,7 +117,7 @@ pub struct Client {
 pub fn identify(
     peer: IpAddr,
     proto: Proto,
-    host: Option<&HeaderValue>,
+    host: Option<HeaderValue>,
     headers: &HeaderMap,
     trusted: &TrustedProxies,
 ) -> Client {
@@ -126,7 +126,7 @@ pub fn identify(
         return Client {
             ip: peer,
             proto,
-            host: host.cloned(),
+            host,
         };
     }
     let forwarded_proto = last_item(headers, "x-forwarded-proto").and_then(|p| {
@@ -144,7 +144,7 @@ pub fn identify(
     Client {
         ip: forwarded_ip(peer, headers, trusted),
         proto: forwarded_proto.unwrap_or(proto),
-        host: forwarded_host.or_else(|| host.cloned()),
+        host: forwarded_host.or(host),
     }
 }
 
@@ -258,7 +258,7 @@ mod tests {
         let client = identify(
             ip("203.0.113.9"),
             Proto::Http,
-            Some(&host),
+            Some(host.clone()),
             &headers,
             &trusted,
         );
@@ -274,7 +274,7 @@ mod tests {
         let client = identify(
             ip("10.0.0.5"),
             Proto::Http,
-            Some(&host),
+            Some(host.clone()),
             &headers,
             &TrustedProxies::default(),
         );
@@ -292,7 +292,13 @@ mod tests {
             ("x-forwarded-proto", "https"),
             ("x-forwarded-host", "app.example.com"),
         ]);
-        let client = identify(ip("10.0.0.5"), Proto::Http, Some(&host), &headers, &trusted);
+        let client = identify(
+            ip("10.0.0.5"),
+            Proto::Http,
+            Some(host.clone()),
+            &headers,
+            &trusted,
+        );
         assert_eq!(
             client.ip,
             ip("198.51.100.7"),
@@ -304,7 +310,7 @@ mod tests {
         let client = identify(
             ip("10.0.0.5"),
             Proto::Http,
-            Some(&host),
+            Some(host.clone()),
             &HeaderMap::new(),
             &trusted,
         );
@@ -317,7 +323,13 @@ mod tests {
             ("x-forwarded-proto", "gopher"),
             ("x-forwarded-host", "a b"),
         ]);
-        let client = identify(ip("10.0.0.5"), Proto::Http, Some(&host), &headers, &trusted);
+        let client = identify(
+            ip("10.0.0.5"),
+            Proto::Http,
+            Some(host.clone()),
+            &headers,
+            &trusted,
+        );
         assert_eq!(client.ip, ip("10.0.0.7"));
         assert_eq!(client.proto, Proto::Http);
         assert_eq!(client.host.unwrap(), "internal:8080");
