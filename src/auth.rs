@@ -5,6 +5,7 @@
 //! header value already marked sensitive (so HPACK never indexes it and `Debug` hides it).
 
 pub mod cookie;
+pub(crate) mod session;
 
 use bytes::{BufMut, BytesMut};
 use http::HeaderValue;
