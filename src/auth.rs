@@ -3,8 +3,12 @@
 //! The token is held in [`SessionToken`], which cannot be printed: its `Debug` is redacted, it
 //! has no `Display`, and its only way out is [`SessionToken::authorization`], which builds the
 //! header value already marked sensitive (so HPACK never indexes it and `Debug` hides it).
+//!
+//! `jwt` checks what the IdP signs (ID and back-channel logout tokens) against its JWKS, for the
+//! OIDC flow of issue 10.
 
 pub mod cookie;
+pub(crate) mod jwt;
 pub(crate) mod session;
 
 use bytes::{BufMut, BytesMut};
