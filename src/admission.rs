@@ -7,14 +7,18 @@
 //!
 //! 1. the health endpoint (`GET`/`HEAD` on `server.health_path`) -> answered here;
 //! 2. CONNECT and TRACE -> 405; a target that is not an origin-form path -> 400;
-//! 3. the route, by longest prefix -> 404; the route's methods -> 405;
-//! 4. path mapping: a remainder that could climb out of the base path -> 400;
-//! 5. framing ([`guard::check_framing`]): smuggling shapes -> 400, codings besides `chunked`
+//! 3. the token handler's endpoints (`[oidc] path` and the callback) come before the routes,
+//!    with the same steps below in the same order (methods, framing, CSRF for logout, rate
+//!    limit, size, session);
+//! 4. the route, by longest prefix -> 404; the route's methods -> 405;
+//! 5. path mapping: a remainder that could climb out of the base path -> 400;
+//! 6. framing ([`guard::check_framing`]): smuggling shapes -> 400, codings besides `chunked`
 //!    -> 501;
-//! 6. CSRF, for unsafe methods on routes that send a token -> 403;
-//! 7. the rate limit, per client -> 429 with `Retry-After`;
-//! 8. a declared `Content-Length` over the route's `max_body` -> 413;
-//! 9. the session cookie -> 400 ambiguous, 401 missing or unusable.
+//! 7. CSRF, for unsafe methods on routes that send a token -> 403;
+//! 8. the rate limit, per client -> 429 with `Retry-After`;
+//! 9. a declared `Content-Length` over the route's `max_body` -> 413;
+//! 10. the session cookie -> 400 ambiguous, 401 missing or unusable; on `auth = "session"`
+//!     routes, the encrypted session: 401 (cookie cleared) when forged, expired or logged out.
 //!
 //! Smuggling comes before everything that reads headers a smuggled request could carry; CSRF
 //! before the rate limit, so a cross-site page cannot spend a victim's budget; the session
@@ -25,8 +29,10 @@ use std::net::IpAddr;
 use http::header::{HOST, HeaderMap, HeaderValue};
 use http::{Method, Uri};
 
-use crate::auth::{AuthMode, SessionError, SessionToken, extract_session};
-use crate::config::Config;
+use crate::auth::oidc::{Endpoint, TokenHandler, session_ref};
+use crate::auth::session::Session;
+use crate::auth::{AuthMode, SessionError, extract_session};
+use crate::config::{Config, SessionSettings};
 use crate::error::ProxyError;
 use crate::guard::{self, FramingReject, Guards};
 use crate::routing::{Route, UriError, is_forwardable};
@@ -51,6 +57,8 @@ pub struct Facts<'a> {
     pub peer: IpAddr,
     /// How the peer reached us.
     pub proto: Proto,
+    /// The time, unix seconds (session expiry).
+    pub now: u64,
 }
 
 /// An admitted request.
@@ -60,6 +68,17 @@ pub enum Admitted<'c> {
     Health,
     /// Forward it.
     Forward(Forward<'c>),
+    /// One of the token handler's own endpoints (login, callback, user, logout, back-channel).
+    Auth(AuthRequest),
+}
+
+/// A request for a token-handler endpoint.
+#[derive(Debug)]
+pub struct AuthRequest {
+    /// Which endpoint.
+    pub(crate) endpoint: Endpoint,
+    /// The request's session, when it carries a valid one.
+    pub(crate) session: Option<Session>,
 }
 
 /// Everything the pipeline needs to forward an admitted request.
@@ -71,8 +90,11 @@ pub struct Forward<'c> {
     pub uri: Uri,
     /// Who the client is ([`crate::trust`]).
     pub client: Client,
-    /// `Bearer <token>` from the session cookie, marked sensitive, when there is one.
+    /// `Bearer <token>` from the route's cookie, marked sensitive, when there is one.
     pub bearer: Option<HeaderValue>,
+    /// On `auth = "session"` routes, the user's session: the pipeline takes its access token,
+    /// refreshed first when it is about to expire.
+    pub(crate) session: Option<Session>,
 }
 
 /// The `Allow` value of the 405 for CONNECT and TRACE.
@@ -104,6 +126,11 @@ pub fn admit<'c>(
             "request target is not an origin-form path",
         ));
     }
+    if let Some(settings) = &config.session {
+        if let Some(endpoint) = Endpoint::find(path, settings) {
+            return admit_auth(config, settings, guards, req, endpoint);
+        }
+    }
     let (route, rest) = config.routes.find(path).ok_or(ProxyError::NoRoute)?;
     if !route.methods.allows(method) {
         return Err(ProxyError::MethodNotAllowed(
@@ -117,58 +144,44 @@ pub fn admit<'c>(
             UriError::Refused => ProxyError::UnsafePath,
             UriError::Invalid => ProxyError::Internal("a mapped upstream path is not a URI"),
         })?;
-    guard::check_framing(req.headers, req.raw_both_framings).map_err(|reject| match reject {
-        FramingReject::BothFramings => {
-            ProxyError::BadRequest("both content-length and transfer-encoding")
-        }
-        FramingReject::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
-    })?;
-
-    // HTTP/2 clients send the host as `:authority`, HTTP/1 clients as `Host`.
-    let own_host = req.headers.get(HOST).cloned().or_else(|| {
-        req.uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
-    });
-    let client = trust::identify(
-        req.peer,
-        req.proto,
-        own_host,
-        req.headers,
-        &config.server.trusted_proxies,
-    );
+    check_framing(req)?;
+    let client = identify(config, req);
     if route.auth != AuthMode::None {
         guards
             .csrf
             .check(method, req.headers, client.host.as_ref())
             .map_err(ProxyError::CsrfRejected)?;
     }
-    let session = match route.auth {
-        AuthMode::None => Ok(None),
-        _ => extract_session(req.headers, &route.cookie),
+    // Read before the rate limit (a session-keyed limit needs it), refused after it.
+    let (cookie, session) = match route.auth {
+        AuthMode::None => (Ok(None), Ok(None)),
+        AuthMode::Session => (
+            Ok(None),
+            match &config.session {
+                Some(settings) => session_of(settings, guards, req),
+                None => Err(ProxyError::Internal("a session route without [session]")),
+            },
+        ),
+        _ => (extract_session(req.headers, &route.cookie), Ok(None)),
     };
-    if let Some(limiter) = &guards.limiter {
-        // Only a session-keyed limiter reads the fingerprint; a keyed hash is not free.
-        let fingerprint = match limiter.key {
-            guard::rate_limit::KeyKind::Ip => None,
-            _ => session
-                .as_ref()
-                .ok()
-                .and_then(|s| s.as_ref().map(SessionToken::fingerprint)),
-        };
-        limiter
-            .check(&limiter.key.key(client.ip, fingerprint))
-            .map_err(ProxyError::RateLimited)?;
-    }
+    rate_limit(guards, &client, || match (&cookie, &session) {
+        (Ok(Some(token)), _) => Some(token.fingerprint()),
+        (_, Ok(Some(session))) => Some(fingerprint(session.id.as_bytes())),
+        _ => None,
+    })?;
     if req
         .body_length
         .is_some_and(|len| len > route.max_body.as_u64())
     {
         return Err(ProxyError::BodyTooLarge);
     }
-    let bearer = match session {
+    let session = session?;
+    let bearer = match cookie {
         Ok(Some(token)) => Some(token.authorization()),
         Ok(None) if route.auth == AuthMode::Required => return Err(ProxyError::MissingSession),
+        Ok(None) if route.auth == AuthMode::Session && session.is_none() => {
+            return Err(ProxyError::MissingSession);
+        }
         Ok(None) => None,
         Err(SessionError::Ambiguous) => return Err(ProxyError::AmbiguousSession),
         Err(SessionError::Unusable) => return Err(ProxyError::UnusableSession),
@@ -178,7 +191,137 @@ pub fn admit<'c>(
         uri,
         client,
         bearer,
+        session,
     }))
+}
+
+/// The same order for the token handler's endpoints: methods, framing, CSRF (logout, an
+/// unsafe request carrying the session), rate limit, size (back-channel bodies are small),
+/// session (`/user` needs one; logout takes one if there is).
+fn admit_auth<'c>(
+    _config: &'c Config,
+    settings: &SessionSettings,
+    guards: &Guards,
+    req: &Facts<'_>,
+    endpoint: Endpoint,
+) -> Result<Admitted<'c>, ProxyError> {
+    if !endpoint.allows(req.method) {
+        return Err(ProxyError::MethodNotAllowed(HeaderValue::from_static(
+            endpoint.allow(),
+        )));
+    }
+    check_framing(req)?;
+    let client = identify(_config, req);
+    if endpoint == Endpoint::Logout {
+        guards
+            .csrf
+            .check(req.method, req.headers, client.host.as_ref())
+            .map_err(ProxyError::CsrfRejected)?;
+    }
+    let session = match endpoint {
+        Endpoint::User | Endpoint::Logout => session_of(settings, guards, req),
+        _ => Ok(None),
+    };
+    rate_limit(guards, &client, || match &session {
+        Ok(Some(session)) => Some(fingerprint(session.id.as_bytes())),
+        _ => None,
+    })?;
+    if endpoint == Endpoint::Backchannel
+        && req
+            .body_length
+            .is_some_and(|len| len > crate::auth::oidc::MAX_LOGOUT_BODY as u64)
+    {
+        return Err(ProxyError::BodyTooLarge);
+    }
+    let session = match (endpoint, session) {
+        (Endpoint::User, Ok(None)) => return Err(ProxyError::MissingSession),
+        (Endpoint::User, Err(err)) => return Err(err),
+        // Logging out with a cookie that is no session (any more) still clears it.
+        (Endpoint::Logout, Err(_)) => None,
+        (_, Ok(session)) => session,
+        (_, Err(_)) => None,
+    };
+    Ok(Admitted::Auth(AuthRequest { endpoint, session }))
+}
+
+fn check_framing(req: &Facts<'_>) -> Result<(), ProxyError> {
+    guard::check_framing(req.headers, req.raw_both_framings).map_err(|reject| match reject {
+        FramingReject::BothFramings => {
+            ProxyError::BadRequest("both content-length and transfer-encoding")
+        }
+        FramingReject::UnsupportedCoding => ProxyError::UnsupportedTransferCoding,
+    })
+}
+
+fn identify(config: &Config, req: &Facts<'_>) -> Client {
+    // HTTP/2 clients send the host as `:authority`, HTTP/1 clients as `Host`.
+    let own_host = req.headers.get(HOST).cloned().or_else(|| {
+        req.uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    trust::identify(
+        req.peer,
+        req.proto,
+        own_host,
+        req.headers,
+        &config.server.trusted_proxies,
+    )
+}
+
+/// Takes one request from the client's bucket. `session` gives the session's fingerprint; only
+/// a session-keyed limiter asks for it (a keyed hash is not free).
+fn rate_limit(
+    guards: &Guards,
+    client: &Client,
+    session: impl FnOnce() -> Option<u64>,
+) -> Result<(), ProxyError> {
+    if let Some(limiter) = &guards.limiter {
+        let fingerprint = match limiter.key {
+            guard::rate_limit::KeyKind::Ip => None,
+            _ => session(),
+        };
+        limiter
+            .check(&limiter.key.key(client.ip, fingerprint))
+            .map_err(ProxyError::RateLimited)?;
+    }
+    Ok(())
+}
+
+/// The request's session on a session route: `Ok(None)` without a session cookie; an
+/// authentic, unexpired, unrevoked session; or the refusal (401, the cookie cleared).
+fn session_of(
+    settings: &SessionSettings,
+    guards: &Guards,
+    req: &Facts<'_>,
+) -> Result<Option<Session>, ProxyError> {
+    let refused = |error: ProxyError| ProxyError::WithCookies {
+        error: Box::new(error),
+        cookies: TokenHandler::clear_session(settings, req.headers),
+    };
+    let session = match TokenHandler::open_session(settings, req.headers) {
+        Ok(Some(session)) => session,
+        Ok(None) => return Ok(None),
+        // Tampered, truncated, sealed with a key no longer configured, or tossed twice.
+        Err(_) => return Err(refused(ProxyError::MissingSession)),
+    };
+    if session.is_expired(req.now) {
+        return Err(refused(ProxyError::SessionExpired));
+    }
+    if guards.revocations.is_revoked(session_ref(&session)) {
+        return Err(refused(ProxyError::MissingSession));
+    }
+    Ok(Some(session))
+}
+
+/// A keyed fingerprint of a session id for the rate limiter.
+fn fingerprint(bytes: &[u8]) -> u64 {
+    use std::hash::{BuildHasher, Hasher};
+    static KEY: std::sync::OnceLock<std::collections::hash_map::RandomState> =
+        std::sync::OnceLock::new();
+    let mut hasher = KEY.get_or_init(Default::default).build_hasher();
+    hasher.write(bytes);
+    hasher.finish()
 }
 
 #[cfg(test)]

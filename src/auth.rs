@@ -9,6 +9,9 @@
 
 pub mod cookie;
 pub(crate) mod jwt;
+pub(crate) mod oidc;
+pub(crate) mod refresh;
+pub(crate) mod revocation;
 pub(crate) mod session;
 
 use bytes::{BufMut, BytesMut};
@@ -25,6 +28,9 @@ pub enum AuthMode {
     Optional,
     /// Plain pass-through: no bearer, the client's own `Authorization` is kept.
     None,
+    /// The bearer is the access token of the user's session (`[session]`, `[oidc]`), refreshed
+    /// as needed; no valid session -> 401.
+    Session,
 }
 
 impl AuthMode {
@@ -37,7 +43,10 @@ impl AuthMode {
             "required" => Ok(Self::Required),
             "optional" => Ok(Self::Optional),
             "none" => Ok(Self::None),
-            other => Err(format!("`{other}` must be one of required, optional, none")),
+            "session" => Ok(Self::Session),
+            other => Err(format!(
+                "`{other}` must be one of required, optional, none, session"
+            )),
         }
     }
 
@@ -47,6 +56,7 @@ impl AuthMode {
             Self::Required => "required",
             Self::Optional => "optional",
             Self::None => "none",
+            Self::Session => "session",
         }
     }
 }

@@ -14,12 +14,16 @@ pub mod units;
 mod validate;
 
 pub use source::{Env, Source, ZeroConfig};
+pub(crate) use validate::check_idp_url;
 
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::auth::CookieName;
+use crate::auth::session::SessionKeys;
+use crate::auth::session::chunk::SameSite;
 use crate::guard::csrf::CsrfPolicy;
 use crate::guard::rate_limit::KeyKind;
 use crate::routing::RouteTable;
@@ -42,6 +46,76 @@ pub struct Config {
     pub csrf: CsrfPolicy,
     /// `[rate_limit]`, when present.
     pub rate_limit: Option<RateLimitSettings>,
+    /// `[session]` and `[oidc]`, when cookiegate logs users in itself.
+    pub session: Option<SessionSettings>,
+}
+
+/// `[session]` and `[oidc]`, validated: the token handler's settings.
+#[derive(Clone)]
+pub struct SessionSettings {
+    /// The session cookie's name.
+    pub cookie: CookieName,
+    /// The keys (first seals, all open), from the environment.
+    pub(crate) keys: std::sync::Arc<SessionKeys>,
+    /// Absolute session lifetime.
+    pub max_age: Duration,
+    /// `SameSite` of the session cookie.
+    pub(crate) same_site: SameSite,
+    /// Whether cookies carry `Secure`.
+    pub secure: bool,
+    /// The IdP and the client.
+    pub oidc: OidcSettings,
+}
+
+impl std::fmt::Debug for SessionSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SessionSettings")
+            .field("cookie", &self.cookie)
+            .field("keys", &self.keys)
+            .field("max_age", &self.max_age)
+            .field("same_site", &self.same_site)
+            .field("secure", &self.secure)
+            .field("oidc", &self.oidc)
+            .finish()
+    }
+}
+
+/// `[oidc]`, validated.
+#[derive(Clone)]
+pub struct OidcSettings {
+    /// The issuer, exactly as the IdP names itself (`iss` is compared with it byte for byte).
+    pub issuer: String,
+    /// The client id.
+    pub client_id: String,
+    /// The client secret, from the environment (`Debug` hides it).
+    pub(crate) client_secret: String,
+    /// Scopes asked for at login.
+    pub scopes: Vec<String>,
+    /// The public callback URL.
+    pub redirect_uri: String,
+    /// The callback's path, served by cookiegate.
+    pub callback_path: String,
+    /// Where the IdP sends the browser after logout.
+    pub post_logout_redirect_uri: Option<String>,
+    /// Refresh when the access token expires within this.
+    pub refresh_before: Duration,
+    /// Base path of the token handler's endpoints (`/auth`).
+    pub path: String,
+    /// Extra authorization-request parameters.
+    pub extra_params: Vec<(String, String)>,
+}
+
+impl std::fmt::Debug for OidcSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OidcSettings")
+            .field("issuer", &self.issuer)
+            .field("client_id", &self.client_id)
+            .field("client_secret", &"<redacted>")
+            .field("scopes", &self.scopes)
+            .field("redirect_uri", &self.redirect_uri)
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
 }
 
 /// `[rate_limit]`, validated.
@@ -116,32 +190,40 @@ impl Config {
     /// [`ConfigError::Syntax`] for TOML errors and unknown keys, [`ConfigError::Invalid`] with
     /// every bad value.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
+        Self::from_toml_str_with(text, &Env::default())
+    }
+
+    /// [`Config::from_toml_str`] with the environment secrets are read from.
+    ///
+    /// # Errors
+    /// As [`Config::from_toml_str`].
+    pub fn from_toml_str_with(text: &str, env: &Env) -> Result<Self, ConfigError> {
         let file: FileConfig =
             toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        Self::from_file(file)
+        Self::from_file(file, env)
     }
 
     /// Reads, parses and validates a file.
     ///
     /// # Errors
     /// As [`Config::from_toml_str`], plus [`ConfigError::Read`].
-    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+    pub fn load(path: &Path, env: &Env) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
         })?;
-        Self::from_toml_str(&text).map_err(|e| match e {
+        Self::from_toml_str_with(&text, env).map_err(|e| match e {
             ConfigError::Syntax(msg) => ConfigError::Syntax(format!("{}: {msg}", path.display())),
             other => other,
         })
     }
 
-    /// Validates the file model.
+    /// Validates the file model; secrets come from `env`.
     ///
     /// # Errors
     /// [`ConfigError::Invalid`] listing every problem.
-    pub fn from_file(file: FileConfig) -> Result<Self, ConfigError> {
-        validate::config(&file)
+    pub fn from_file(file: FileConfig, env: &Env) -> Result<Self, ConfigError> {
+        validate::config(&file, env)
     }
 }
 
@@ -318,8 +400,9 @@ upstream = "http://h"
         let env = Env {
             config_path: None,
             backend_url: Some("http://127.0.0.1:9000".into()),
+            ..Env::default()
         };
-        let cfg = Config::from_file(ZeroConfig::default().to_file(&env)).unwrap();
+        let cfg = Config::from_file(ZeroConfig::default().to_file(&env), &env).unwrap();
         let (route, rest) = cfg.routes.find("/api/proxy/x").unwrap();
         assert_eq!(rest, "/x");
         assert_eq!(route.upstream.to_string(), "http://127.0.0.1:9000");
@@ -330,12 +413,15 @@ upstream = "http://h"
             cookie: Some("sid".into()),
             prefix: Some("/bff".into()),
         };
-        let cfg = Config::from_file(flags.to_file(&env)).unwrap();
+        let cfg = Config::from_file(flags.to_file(&env), &env).unwrap();
         let (route, _) = cfg.routes.find("/bff/x").unwrap();
         assert_eq!(route.upstream.base_path(), "/v1");
         assert_eq!(route.cookie.as_str(), "sid");
         assert_eq!(cfg.listen.port(), 0);
-        let missing = Config::from_file(ZeroConfig::default().to_file(&Env::default()));
+        let missing = Config::from_file(
+            ZeroConfig::default().to_file(&Env::default()),
+            &Env::default(),
+        );
         assert!(
             matches!(missing, Err(ConfigError::Invalid(p)) if p[0].starts_with("routes[0].upstream: is required"))
         );
@@ -346,6 +432,7 @@ upstream = "http://h"
         let env = Env {
             config_path: Some("env.toml".into()),
             backend_url: Some("http://b".into()),
+            ..Env::default()
         };
         let flags = ZeroConfig {
             upstream: Some("http://u".into()),
@@ -365,5 +452,111 @@ upstream = "http://h"
             Source::choose(None, flags, &env),
             Ok(Source::Flags(_))
         ));
+    }
+
+    const SESSION_TOML: &str = r#"
+[session]
+cookie = "__Host-cookiegate"
+
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "cookiegate"
+redirect_uri = "https://app.example.com/auth/callback"
+post_logout_redirect_uri = "https://app.example.com/"
+extra_params = { audience = "https://api.example.com" }
+
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:8000"
+auth = "session"
+"#;
+
+    fn secrets() -> Env {
+        Env::default()
+            .with_var(
+                "COOKIEGATE_SESSION_KEYS",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )
+            .with_var("COOKIEGATE_CLIENT_SECRET", "s3cret-value")
+    }
+
+    #[test]
+    fn session_and_oidc_parse_with_secrets_from_the_environment() {
+        let cfg = Config::from_toml_str_with(SESSION_TOML, &secrets()).unwrap();
+        let session = cfg.session.unwrap();
+        assert_eq!(session.cookie.as_str(), "__Host-cookiegate");
+        assert!(session.secure, "https callback: Secure");
+        assert_eq!(session.max_age, std::time::Duration::from_secs(8 * 3600));
+        assert_eq!(session.oidc.callback_path, "/auth/callback");
+        assert_eq!(session.oidc.path, "/auth");
+        assert_eq!(
+            session.oidc.scopes,
+            ["openid", "profile", "email", "offline_access"]
+        );
+        assert_eq!(
+            session.oidc.extra_params,
+            [(
+                "audience".to_string(),
+                "https://api.example.com".to_string()
+            )]
+        );
+        // Secrets never show in Debug.
+        let debug = format!("{session:?}");
+        assert!(
+            !debug.contains("s3cret-value") && !debug.contains("AAECAwQF"),
+            "{debug}"
+        );
+        assert!(!format!("{:?}", secrets()).contains("s3cret-value"));
+    }
+
+    #[test]
+    fn session_problems_are_all_listed_without_secrets() {
+        let text = r#"
+[session]
+cookie = "__Host-cookiegate"
+secure = "auto"
+max_age = "0s"
+
+[oidc]
+issuer = "http://idp.example.com"
+client_id = ""
+redirect_uri = "http://127.0.0.1:4000/auth/callback"
+scopes = ["profile"]
+extra_params = { state = "x" }
+
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:8000"
+auth = "session"
+"#;
+        let env = Env::default().with_var("COOKIEGATE_SESSION_KEYS", "c2hvcnQ=");
+        let Err(ConfigError::Invalid(found)) = Config::from_toml_str_with(text, &env) else {
+            panic!("expected problems");
+        };
+        assert_problems(
+            &found,
+            &[
+                "session.keys_env: COOKIEGATE_SESSION_KEYS: key 1 is 5 bytes, needs 32",
+                "session.max_age: must be greater than zero",
+                "oidc.issuer: `http://idp.example.com` must use https",
+                "oidc.client_id: is required",
+                "oidc.client_secret_env: environment variable COOKIEGATE_CLIENT_SECRET is not set",
+                "oidc.scopes: must include `openid`",
+                "oidc.extra_params.state: cookiegate sets `state` itself",
+                // http on loopback: no Secure, which a __Host- name needs.
+                "session.cookie:",
+            ],
+        );
+        assert!(!found.join("\n").contains("c2hvcnQ"));
+        // A session route without the sections.
+        let Err(ConfigError::Invalid(found)) = Config::from_toml_str(
+            "[[routes]]\nprefix = \"/api\"\nupstream = \"http://h\"\nauth = \"session\"\n",
+        ) else {
+            panic!("expected problems");
+        };
+        assert_problems(
+            &found,
+            &["routes[0].auth: `session` needs the [session] and [oidc] sections"],
+        );
     }
 }

@@ -89,7 +89,10 @@ pub async fn start_with(
     let addr = listener.local_addr()?;
     // Dropping `api` (on every way out of this function) stops the API and its streams.
     let api = api::DemoApi::start(options.word_pause).await?;
-    let config = Config::from_file(file_config(addr, api.addr()))?;
+    let config = Config::from_file(
+        file_config(addr, api.addr()),
+        &crate::config::Env::default(),
+    )?;
     let state = Arc::new(AppState::new(config)?);
     tracing::info!(api = %api.addr(), "demo API listening");
     tracing::info!("demo ready: open http://{}/", browsable(addr));
@@ -146,8 +149,11 @@ mod tests {
     #[test]
     fn demo_config_is_valid_and_routes_as_documented() {
         let api: SocketAddr = "127.0.0.1:5555".parse().unwrap();
-        let config =
-            Config::from_file(file_config("127.0.0.1:4000".parse().unwrap(), api)).unwrap();
+        let config = Config::from_file(
+            file_config("127.0.0.1:4000".parse().unwrap(), api),
+            &crate::config::Env::default(),
+        )
+        .unwrap();
         let (route, rest) = config.routes.find("/api/proxy/api/items").unwrap();
         assert_eq!((route.prefix.as_str(), rest), ("/api/proxy", "/api/items"));
         assert_eq!(route.auth, AuthMode::Required);

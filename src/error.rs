@@ -78,6 +78,38 @@ pub enum ProxyError {
     /// Something that cannot happen did: a bug of ours (the reason goes to the log).
     #[error("internal error")]
     Internal(&'static str),
+    /// The session's refresh token is no longer valid at the IdP, or the session's absolute
+    /// lifetime ran out: the user must log in again.
+    #[error("session expired")]
+    SessionExpired,
+    /// The login could not be completed (state, code exchange or ID token refused; the reason
+    /// goes to the log).
+    #[error("login failed")]
+    LoginFailed(&'static str),
+    /// A back-channel logout token was refused (the reason goes to the log).
+    #[error("invalid logout token")]
+    BadLogoutToken(&'static str),
+    /// The identity provider could not be reached.
+    #[error("identity provider unreachable")]
+    IdpUnreachable(#[source] BoxError),
+    /// The identity provider did not answer in time.
+    #[error("identity provider timed out")]
+    IdpTimeout,
+    /// The identity provider answered with a server error.
+    #[error("identity provider unavailable")]
+    IdpUnavailable,
+    /// The identity provider's answer could not be used (the reason goes to the log).
+    #[error("invalid identity provider response")]
+    IdpInvalid(&'static str),
+    /// Another error, answered with cookies set or cleared (a login state used up, a session
+    /// that ended): the error's own status and body, plus these `Set-Cookie` fields.
+    #[error("{error}")]
+    WithCookies {
+        /// The error answered.
+        error: Box<ProxyError>,
+        /// `Set-Cookie` values, already built.
+        cookies: Vec<HeaderValue>,
+    },
 }
 
 impl ProxyError {
@@ -99,14 +131,27 @@ impl ProxyError {
             Self::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::SessionExpired => StatusCode::UNAUTHORIZED,
+            Self::LoginFailed(_) | Self::BadLogoutToken(_) => StatusCode::BAD_REQUEST,
+            Self::IdpUnreachable(_) | Self::IdpInvalid(_) => StatusCode::BAD_GATEWAY,
+            Self::IdpTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::IdpUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Self::WithCookies { error, .. } => error.status(),
         }
     }
 
     /// Whose fault it was.
     pub fn fault(&self) -> Fault {
         match self {
-            Self::UpstreamUnreachable(_) | Self::UpstreamTimeout => Fault::Upstream,
+            Self::UpstreamUnreachable(_)
+            | Self::UpstreamTimeout
+            | Self::IdpUnreachable(_)
+            | Self::IdpTimeout
+            | Self::IdpUnavailable
+            | Self::IdpInvalid(_) => Fault::Upstream,
             Self::TooManyConnections | Self::Internal(_) => Fault::Internal,
+            Self::WithCookies { error, .. } => error.fault(),
+            Self::SessionExpired | Self::LoginFailed(_) | Self::BadLogoutToken(_) => Fault::Client,
             Self::BadRequest(_)
             | Self::UnsafePath
             | Self::AmbiguousSession
@@ -125,6 +170,18 @@ impl ProxyError {
     /// The JSON error response. `version` decides whether `Connection: close` may be added (it
     /// is an HTTP/1 header; HTTP/2 forbids it).
     pub fn to_response(&self, version: Version) -> Response<Bytes> {
+        if let Self::WithCookies { error, cookies } = self {
+            let mut res = error.to_response(version);
+            for cookie in cookies {
+                res.headers_mut()
+                    .append(http::header::SET_COOKIE, cookie.clone());
+            }
+            res.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                HeaderValue::from_static("no-store"),
+            );
+            return res;
+        }
         let body = serde_json::json!({ "error": self.to_string() }).to_string();
         let mut res = Response::new(Bytes::from(body));
         *res.status_mut() = self.status();
@@ -136,6 +193,9 @@ impl ProxyError {
             }
             Self::RateLimited(wait) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from(retry_after_secs(*wait)));
+            }
+            Self::IdpUnavailable => {
+                headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
             Self::TooManyConnections => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
@@ -183,7 +243,12 @@ impl ProxyError {
     /// A short reason for the log, for variants whose public message hides it.
     pub fn detail(&self) -> Option<&'static str> {
         match self {
-            Self::BadRequest(why) | Self::Internal(why) => Some(why),
+            Self::BadRequest(why)
+            | Self::Internal(why)
+            | Self::LoginFailed(why)
+            | Self::BadLogoutToken(why)
+            | Self::IdpInvalid(why) => Some(why),
+            Self::WithCookies { error, .. } => error.detail(),
             Self::CsrfRejected(why) => Some(why.as_str()),
             _ => None,
         }
@@ -252,6 +317,37 @@ mod tests {
             ),
             (ProxyError::TooManyConnections, 503, "too many connections"),
             (ProxyError::Internal("secret detail"), 500, "internal error"),
+            (ProxyError::SessionExpired, 401, "session expired"),
+            (ProxyError::LoginFailed("secret"), 400, "login failed"),
+            (
+                ProxyError::BadLogoutToken("secret"),
+                400,
+                "invalid logout token",
+            ),
+            (
+                ProxyError::IdpUnreachable(secret.into()),
+                502,
+                "identity provider unreachable",
+            ),
+            (ProxyError::IdpTimeout, 504, "identity provider timed out"),
+            (
+                ProxyError::IdpUnavailable,
+                503,
+                "identity provider unavailable",
+            ),
+            (
+                ProxyError::IdpInvalid("secret"),
+                502,
+                "invalid identity provider response",
+            ),
+            (
+                ProxyError::WithCookies {
+                    error: Box::new(ProxyError::SessionExpired),
+                    cookies: vec![HeaderValue::from_static("a=; Max-Age=0")],
+                },
+                401,
+                "session expired",
+            ),
         ];
         for (err, status, message) in cases {
             let res = err.to_response(Version::HTTP_11);

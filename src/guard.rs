@@ -24,6 +24,8 @@ pub struct Guards {
     pub csrf: CsrfPolicy,
     /// The rate limiter, when `[rate_limit]` is configured.
     pub limiter: Option<ClientLimiter>,
+    /// Sessions logged out before their cookie expired.
+    pub(crate) revocations: crate::auth::revocation::Revocations,
 }
 
 impl Guards {
@@ -35,6 +37,7 @@ impl Guards {
                 .rate_limit
                 .as_ref()
                 .map(|r| ClientLimiter::new(r.per_second, r.burst, r.key)),
+            revocations: crate::auth::revocation::Revocations::default(),
         }
     }
 }

@@ -19,7 +19,8 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::admission::{self, Admitted, Facts};
+use crate::admission::{self, Admitted, AuthRequest, Facts};
+use crate::auth::oidc::{Endpoint, TokenHandler};
 use crate::config::Config;
 use crate::error::{self, BoxError, Fault, ProxyError};
 use crate::guard::Guards;
@@ -35,10 +36,12 @@ use relay::{AccessLog, ResponseBody};
 pub struct AppState {
     /// The validated configuration.
     pub(crate) config: Config,
-    /// The pooled upstream client.
-    pub(crate) client: UpstreamClient,
-    /// CSRF policy and rate limiter.
+    /// The pooled upstream client (also the token handler's, towards the IdP).
+    pub(crate) client: Arc<UpstreamClient>,
+    /// CSRF policy, rate limiter, revoked sessions.
     pub(crate) guards: Guards,
+    /// The token handler, when `[session]` and `[oidc]` are configured.
+    pub(crate) tokens: Option<TokenHandler>,
 }
 
 impl AppState {
@@ -47,13 +50,36 @@ impl AppState {
     /// # Errors
     /// When a TLS upstream is configured and no root certificates can be loaded.
     pub fn new(config: Config) -> Result<Self, BoxError> {
-        let client = forward::build_client(&config.routes, config.server.upstream_timeout)?;
+        let issuer = config.session.as_ref().map(|s| s.oidc.issuer.as_str());
+        let client = Arc::new(forward::build_client(
+            &config.routes,
+            issuer,
+            config.server.upstream_timeout,
+        )?);
         let guards = Guards::new(&config);
+        let tokens = config
+            .session
+            .clone()
+            .map(|settings| TokenHandler::new(settings, config.server.upstream_timeout));
         Ok(Self {
             config,
             client,
             guards,
+            tokens,
         })
+    }
+
+    /// Forgets what periodic upkeep forgets: refilled rate-limit buckets, idle upstream
+    /// connections, used login states, refresh outcomes past their grace, old revocations.
+    pub(crate) fn sweep(&self) {
+        if let Some(limiter) = &self.guards.limiter {
+            limiter.sweep();
+        }
+        self.client.sweep();
+        match &self.tokens {
+            Some(tokens) => tokens.sweep(&self.guards.revocations),
+            None => self.guards.revocations.sweep(crate::auth::oidc::now()),
+        }
     }
 }
 
@@ -164,9 +190,15 @@ async fn proxy(
         raw_both_framings,
         peer: conn.peer,
         proto: conn.proto,
+        now: if config.session.is_some() {
+            crate::auth::oidc::now()
+        } else {
+            0
+        },
     };
     let forward = match admission::admit(config, &state.guards, &facts) {
         Ok(Admitted::Health) => return Ok(health(log.take())),
+        Ok(Admitted::Auth(auth)) => return token_endpoint(state, auth, req, log).await,
         Ok(Admitted::Forward(forward)) => {
             if let Some(log) = log {
                 log.set_route(forward.route.prefix.shared());
@@ -184,6 +216,22 @@ async fn proxy(
     let route = forward.route;
 
     let (mut parts, incoming) = req.into_parts();
+    // A session route: the session's access token, refreshed first when it is about to expire
+    // (the new cookie then goes back with the answer).
+    let (bearer, session_cookies) = match (forward.session, &state.tokens) {
+        (Some(session), Some(tokens)) => {
+            let (bearer, cookies) = tokens
+                .bearer_for(
+                    &state.client,
+                    &state.guards.revocations,
+                    session,
+                    &parts.headers,
+                )
+                .await?;
+            (Some(bearer), cookies)
+        }
+        _ => (forward.bearer, Vec::new()),
+    };
     let client_ip = if forward.client.ip == conn.peer {
         conn.client_ip.clone()
     } else {
@@ -192,7 +240,7 @@ async fn proxy(
     let fields = headers::upstream_fields(
         &mut parts.headers,
         UpstreamHeaders {
-            bearer: forward.bearer,
+            bearer,
             keep_client_authorization: route.auth == crate::auth::AuthMode::None,
             forward_cookies: route.forward_cookies,
             client_ip: &client_ip,
@@ -223,6 +271,9 @@ async fn proxy(
 
     let (mut parts, body) = res.into_parts();
     headers::to_client(&mut parts.headers);
+    for cookie in session_cookies {
+        parts.headers.append(http::header::SET_COOKIE, cookie);
+    }
     parts.version = Version::HTTP_11;
     if let Some(log) = log {
         log.set_status(parts.status);
@@ -235,6 +286,57 @@ async fn proxy(
             config.server.idle_timeout,
             log.take(),
         ),
+    ))
+}
+
+/// Answers a token-handler endpoint ([`crate::auth::oidc`]).
+async fn token_endpoint(
+    state: &AppState,
+    auth: AuthRequest,
+    req: Request<Incoming>,
+    log: &mut Option<AccessLog>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let Some(tokens) = &state.tokens else {
+        return Err(ProxyError::Internal(
+            "a token endpoint without a token handler",
+        ));
+    };
+    let client = &state.client;
+    let revocations = &state.guards.revocations;
+    let res = match auth.endpoint {
+        Endpoint::Login => tokens.login(client, req.uri().query()).await?,
+        Endpoint::Callback => {
+            tokens
+                .callback(client, req.uri().query(), req.headers())
+                .await?
+        }
+        Endpoint::User => match &auth.session {
+            Some(session) => tokens.user(session)?,
+            None => return Err(ProxyError::MissingSession),
+        },
+        Endpoint::Logout => {
+            tokens
+                .logout(client, revocations, auth.session, req.headers())
+                .await?
+        }
+        Endpoint::Backchannel => {
+            use http_body_util::BodyExt as _;
+            let body =
+                http_body_util::Limited::new(req.into_body(), crate::auth::oidc::MAX_LOGOUT_BODY)
+                    .collect()
+                    .await
+                    .map_err(|_| ProxyError::BodyTooLarge)?
+                    .to_bytes();
+            tokens.backchannel(client, revocations, &body).await?
+        }
+    };
+    if let Some(log) = log {
+        log.set_status(res.status());
+    }
+    let (parts, bytes) = res.into_parts();
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::fixed(bytes, log.take()),
     ))
 }
 

@@ -66,10 +66,7 @@ pub async fn serve(
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = sweep.tick() => {
-                if let Some(limiter) = &state.guards.limiter {
-                    limiter.sweep();
-                }
-                state.client.sweep();
+                state.sweep();
                 continue;
             }
             () = &mut shutdown => break,

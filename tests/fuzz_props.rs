@@ -407,6 +407,7 @@ proptest! {
                     raw_both_framings: false,
                     peer: IpAddr::from([192, 0, 2, 1]),
                     proto: Proto::Http,
+                    now: 0,
                 };
                 match admit(config, &guards, &facts) {
                     Ok(Admitted::Forward(f)) => Ok((
@@ -415,6 +416,7 @@ proptest! {
                         f.bearer.is_some(),
                     )),
                     Ok(Admitted::Health) => Err(200),
+                    Ok(Admitted::Auth(_)) => Err(0),
                     Err(err) => Err(err.status().as_u16()),
                 }
             })

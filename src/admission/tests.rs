@@ -93,6 +93,7 @@ fn run(config: &Config, guards: &Guards, r: &Req) -> Result<String, ProxyError> 
         raw_both_framings: r.raw_both,
         peer: r.peer.parse().unwrap(),
         proto: Proto::Http,
+        now: 1_000,
     };
     if r.spent {
         let spend = Facts {
@@ -105,6 +106,7 @@ fn run(config: &Config, guards: &Guards, r: &Req) -> Result<String, ProxyError> 
     }
     admit(config, guards, &facts).map(|admitted| match admitted {
         Admitted::Health => "health".to_string(),
+        Admitted::Auth(auth) => format!("auth {:?}", auth.endpoint),
         Admitted::Forward(f) => format!(
             "{} {} bearer={} client={}",
             f.route.prefix.as_str(),

@@ -22,11 +22,6 @@
 //! - The payload is parsed as JSON only after its signature verified.
 //! - [`JwtError`]'s texts are fixed: they never carry the token or a claim's value.
 
-#![cfg_attr(
-    not(test),
-    expect(dead_code, reason = "the OIDC flow (issue 10) uses it")
-)]
-
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -180,6 +175,7 @@ impl AlgSet {
         Self(Alg::ALL.into_iter().fold(0, |bits, alg| bits | alg.bit()))
     }
 
+    #[cfg(test)]
     /// Just one algorithm (a client registered with `id_token_signed_response_alg`).
     pub(crate) fn only(alg: Alg) -> Self {
         Self(alg.bit())
@@ -382,11 +378,13 @@ impl Jwks {
         })
     }
 
+    #[cfg(test)]
     /// How many usable keys the set holds.
     pub(crate) fn len(&self) -> usize {
         self.keys.len()
     }
 
+    #[cfg(test)]
     /// Whether the set holds no usable key (every token will fail with [`JwtError::NoKey`] or
     /// [`JwtError::UnknownKey`]).
     pub(crate) fn is_empty(&self) -> bool {
@@ -559,12 +557,14 @@ impl TokenPolicy {
         }
     }
 
+    #[cfg(test)]
     /// Replaces the clock-skew leeway.
     pub(crate) fn with_leeway(mut self, leeway: Duration) -> Self {
         self.leeway_secs = leeway.as_secs();
         self
     }
 
+    #[cfg(test)]
     /// Replaces how old a logout token may be.
     pub(crate) fn with_logout_max_age(mut self, max_age: Duration) -> Self {
         self.logout_max_age_secs = max_age.as_secs();
@@ -800,6 +800,7 @@ impl JtiCache {
         true
     }
 
+    #[cfg(test)]
     /// How many `jti`s are remembered.
     pub(crate) fn len(&self) -> usize {
         self.seen.len()

@@ -30,14 +30,6 @@
 //! the same id (a 2^-32 accident) are both tried. Random 96-bit nonces keep one key safe for
 //! 2^32 seals (NIST SP 800-38D §8.3): rotate well before that many logins and refreshes.
 
-#![cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the OIDC flow of issue 10 is the first caller; until it lands only the tests use this module"
-    )
-)]
-
 pub(crate) mod chunk;
 #[cfg(test)]
 mod tests;

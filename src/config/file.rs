@@ -39,6 +39,20 @@ pub const DEFAULT_PER_SECOND: u32 = 20;
 pub const DEFAULT_BURST: u32 = 40;
 /// Default log level when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default name of the encrypted session cookie.
+pub const DEFAULT_SESSION_COOKIE: &str = "__Host-cookiegate";
+/// Default environment variable holding the session keys.
+pub const DEFAULT_KEYS_ENV: &str = "COOKIEGATE_SESSION_KEYS";
+/// Default absolute session lifetime.
+pub const DEFAULT_SESSION_MAX_AGE: &str = "8h";
+/// Default environment variable holding the OIDC client secret.
+pub const DEFAULT_CLIENT_SECRET_ENV: &str = "COOKIEGATE_CLIENT_SECRET";
+/// Default scopes asked for at login.
+pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_access"];
+/// Default margin before the access token's expiry at which it is refreshed.
+pub const DEFAULT_REFRESH_BEFORE: &str = "60s";
+/// Default base path of the login, user, logout and back-channel endpoints.
+pub const DEFAULT_AUTH_PATH: &str = "/auth";
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -60,6 +74,50 @@ pub struct FileConfig {
     /// `[[routes]]`.
     #[serde(default)]
     pub routes: Vec<RouteFile>,
+    /// `[session]`: the encrypted session cookie of logged-in users; with `[oidc]`.
+    pub session: Option<SessionFile>,
+    /// `[oidc]`: the identity provider cookiegate logs users in with; with `[session]`.
+    pub oidc: Option<OidcFile>,
+}
+
+/// `[session]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionFile {
+    /// Name of the encrypted session cookie (split as `NAME.0`, `NAME.1`, ... when large).
+    pub cookie: Option<String>,
+    /// Environment variable holding comma-separated base64 32-byte keys.
+    pub keys_env: Option<String>,
+    /// Absolute session lifetime (`"8h"`).
+    pub max_age: Option<String>,
+    /// `lax` | `strict`.
+    pub same_site: Option<String>,
+    /// `auto` | `always` | `never`.
+    pub secure: Option<String>,
+}
+
+/// `[oidc]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcFile {
+    /// The issuer; discovery at `ISSUER/.well-known/openid-configuration`.
+    pub issuer: Option<String>,
+    /// The client id registered at the IdP.
+    pub client_id: Option<String>,
+    /// Environment variable holding the client secret (`client_secret_basic`).
+    pub client_secret_env: Option<String>,
+    /// Scopes asked for at login.
+    pub scopes: Option<Vec<String>>,
+    /// Public URL of the callback; cookiegate serves its path.
+    pub redirect_uri: Option<String>,
+    /// Where the IdP sends the browser after logout.
+    pub post_logout_redirect_uri: Option<String>,
+    /// Refresh when the access token expires within this.
+    pub refresh_before: Option<String>,
+    /// Base of `PATH/login`, `PATH/user`, `PATH/logout`, `PATH/backchannel`.
+    pub path: Option<String>,
+    /// Extra authorization-request parameters.
+    pub extra_params: Option<std::collections::BTreeMap<String, String>>,
 }
 
 /// `[server]`: limits and timeouts shared by every route.
@@ -134,7 +192,7 @@ pub struct RouteFile {
     pub upstream: Option<String>,
     /// Name of the session cookie.
     pub cookie: Option<String>,
-    /// `required` | `optional` | `none`.
+    /// `required` | `optional` | `none` | `session`.
     pub auth: Option<String>,
     /// Allowed methods; empty or absent = all but CONNECT and TRACE.
     pub methods: Option<Vec<String>>,

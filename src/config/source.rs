@@ -1,30 +1,63 @@
 //! Where the configuration comes from: a file, `$COOKIEGATE_CONFIG`, zero-config flags, or
 //! `$BACKEND_URL`, in that order ([`Source::choose`]).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use super::file::{self, FileConfig, RouteFile};
 use super::{Config, ConfigError};
 
 /// Environment values the config may read, passed in so tests never touch the process
-/// environment.
-#[derive(Debug, Clone, Default)]
+/// environment. Secrets (`[session] keys_env`, `[oidc] client_secret_env`) are read from it
+/// by the name the file gives, never from the file itself.
+#[derive(Clone, Default)]
 pub struct Env {
     /// `$COOKIEGATE_CONFIG`.
     pub config_path: Option<PathBuf>,
     /// `$BACKEND_URL`.
     pub backend_url: Option<String>,
+    /// Every other variable, by name (values may be secrets: never printed).
+    pub vars: BTreeMap<String, String>,
 }
 
 impl Env {
-    /// Reads the real process environment.
+    /// Reads the real process environment (variables that are not UTF-8 are left out).
     pub fn from_process() -> Self {
         Self {
             config_path: std::env::var_os("COOKIEGATE_CONFIG")
                 .filter(|v| !v.is_empty())
                 .map(PathBuf::from),
             backend_url: std::env::var("BACKEND_URL").ok().filter(|v| !v.is_empty()),
+            vars: std::env::vars_os()
+                .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+                .collect(),
         }
+    }
+
+    /// A variable's value, when set and not empty.
+    pub fn var(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
+    }
+
+    /// The same environment with `name` set (for tests and embedding).
+    #[must_use]
+    pub fn with_var(mut self, name: &str, value: &str) -> Self {
+        self.vars.insert(name.to_string(), value.to_string());
+        self
+    }
+}
+
+impl std::fmt::Debug for Env {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Names only: values may be session keys or client secrets.
+        f.debug_struct("Env")
+            .field("config_path", &self.config_path)
+            .field("backend_url", &self.backend_url)
+            .field("vars", &self.vars.keys().collect::<Vec<_>>())
+            .finish()
     }
 }
 
@@ -104,8 +137,8 @@ impl Source {
     /// Any [`ConfigError`].
     pub fn load(&self, env: &Env) -> Result<Config, ConfigError> {
         match self {
-            Self::File(path) => Config::load(path),
-            Self::Flags(flags) => Config::from_file(flags.to_file(env)),
+            Self::File(path) => Config::load(path, env),
+            Self::Flags(flags) => Config::from_file(flags.to_file(env), env),
         }
     }
 

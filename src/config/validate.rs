@@ -4,8 +4,13 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
 use super::file::{self, CsrfFile, FileConfig, RateLimitFile, RouteFile, ServerFile};
+use super::file::{OidcFile, SessionFile};
 use super::units::{ByteSize, parse_duration};
-use super::{Config, ConfigError, RateLimitSettings, ServerSettings};
+use super::{
+    Config, ConfigError, Env, OidcSettings, RateLimitSettings, ServerSettings, SessionSettings,
+};
+use crate::auth::session::SessionKeys;
+use crate::auth::session::chunk::{SameSite, check_name_and_secure};
 use crate::auth::{AuthMode, CookieName};
 use crate::guard::csrf::{CsrfMode, CsrfPolicy, parse_origin};
 use crate::guard::rate_limit::KeyKind;
@@ -16,7 +21,7 @@ use crate::trust::{TrustedProxies, parse_cidr};
 ///
 /// # Errors
 /// [`ConfigError::Invalid`] listing every problem.
-pub(super) fn config(file: &FileConfig) -> Result<Config, ConfigError> {
+pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError> {
     let mut problems = Vec::new();
     let listen = check(
         &mut problems,
@@ -63,9 +68,39 @@ pub(super) fn config(file: &FileConfig) -> Result<Config, ConfigError> {
         }
     }
 
-    let (true, Some(listen), Some(server), Some(csrf), Some(rate_limit)) =
-        (problems.is_empty(), listen, server, csrf, rate_limit)
-    else {
+    let session = match (&file.session, &file.oidc) {
+        (None, None) => Some(None),
+        (Some(session), Some(oidc)) => {
+            validate_session(session, oidc, env, &mut problems).map(Some)
+        }
+        (Some(_), None) => {
+            problems.push("session: needs an [oidc] section (the IdP users log in with)".into());
+            None
+        }
+        (None, Some(_)) => {
+            problems.push(
+                "oidc: needs a [session] section (where logged-in users' tokens live)".into(),
+            );
+            None
+        }
+    };
+    if file.session.is_none() {
+        for route in routes.iter().filter(|r| r.auth == AuthMode::Session) {
+            problems.push(format!(
+                "routes[{}].auth: `session` needs the [session] and [oidc] sections",
+                route.index
+            ));
+        }
+    }
+
+    let (true, Some(listen), Some(server), Some(csrf), Some(rate_limit), Some(session)) = (
+        problems.is_empty(),
+        listen,
+        server,
+        csrf,
+        rate_limit,
+        session,
+    ) else {
         return Err(ConfigError::Invalid(problems));
     };
     Ok(Config {
@@ -75,6 +110,7 @@ pub(super) fn config(file: &FileConfig) -> Result<Config, ConfigError> {
         rate_limit,
         log_level,
         routes: RouteTable::new(routes),
+        session,
     })
 }
 
@@ -346,5 +382,255 @@ fn validate_route(
         methods: methods?,
         max_body: max_body?,
         forward_cookies: route.forward_cookies.unwrap_or(auth == AuthMode::None),
+    })
+}
+
+/// A URL cookiegate sends browsers to or calls: `https`, or `http` on a loopback host only
+/// (local development), absolute, without a fragment. Returns whether it is plain `http`.
+fn check_url(text: &str, what: &str) -> Result<bool, String> {
+    let uri: http::Uri = text.parse().map_err(|_| format!("`{text}` is not a URL"))?;
+    let host = uri.host().ok_or_else(|| {
+        format!("`{text}` needs a scheme and a host, like https://{what}.example.com")
+    })?;
+    if text.contains('#') {
+        return Err(format!("`{text}` must not have a fragment"));
+    }
+    match uri.scheme_str() {
+        Some("https") => Ok(false),
+        Some("http") if is_loopback_host(host) => Ok(true),
+        Some("http") => Err(format!(
+            "`{text}` must use https (plain http is only allowed on a loopback host such as 127.0.0.1 or localhost)"
+        )),
+        _ => Err(format!("`{text}` must be an https URL")),
+    }
+}
+
+/// An IdP endpoint URL from a discovery document, held to the same rule as the issuer:
+/// `https`, or `http` on a loopback host.
+pub(crate) fn check_idp_url(text: &str) -> Option<http::Uri> {
+    check_url(text, "idp").ok()?;
+    text.parse().ok()
+}
+
+/// `localhost`, `127.0.0.0/8` or `::1`.
+pub(crate) fn is_loopback_host(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host.eq_ignore_ascii_case("localhost")
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Authorization-request parameters cookiegate sets itself: `extra_params` may not override
+/// them (a `redirect_uri` or `state` from the file would break the flow's guarantees).
+const RESERVED_PARAMS: [&str; 9] = [
+    "response_type",
+    "client_id",
+    "redirect_uri",
+    "scope",
+    "state",
+    "nonce",
+    "code_challenge",
+    "code_challenge_method",
+    "prompt",
+];
+
+fn validate_session(
+    s: &SessionFile,
+    o: &OidcFile,
+    env: &Env,
+    problems: &mut Vec<String>,
+) -> Option<SessionSettings> {
+    let before = problems.len();
+    let cookie = check(
+        problems,
+        "session.cookie",
+        CookieName::parse(s.cookie.as_deref().unwrap_or(file::DEFAULT_SESSION_COOKIE)),
+    );
+    let keys_env = s.keys_env.as_deref().unwrap_or(file::DEFAULT_KEYS_ENV);
+    let keys = check(
+        problems,
+        "session.keys_env",
+        match env.var(keys_env) {
+            None => Err(format!(
+                "environment variable {keys_env} is not set (comma-separated base64 32-byte keys; \
+                 make one with `openssl rand -base64 32`)"
+            )),
+            Some(text) => SessionKeys::parse(text).map_err(|e| format!("{keys_env}: {e}")),
+        },
+    );
+    let max_age = check(
+        problems,
+        "session.max_age",
+        parse_duration(
+            s.max_age
+                .as_deref()
+                .unwrap_or(file::DEFAULT_SESSION_MAX_AGE),
+        )
+        .and_then(|d| {
+            if d.is_zero() {
+                Err("must be greater than zero".into())
+            } else {
+                Ok(d)
+            }
+        }),
+    );
+    let same_site = check(
+        problems,
+        "session.same_site",
+        SameSite::parse(s.same_site.as_deref().unwrap_or("lax")),
+    );
+
+    let issuer = check(
+        problems,
+        "oidc.issuer",
+        o.issuer
+            .clone()
+            .ok_or_else(|| {
+                "is required (the IdP's issuer URL, like https://idp.example.com)".to_string()
+            })
+            .and_then(|i| {
+                check_url(&i, "idp")?;
+                if i.contains('?') {
+                    return Err(format!("`{i}` must not have a query"));
+                }
+                Ok(i)
+            }),
+    );
+    let client_id = check(
+        problems,
+        "oidc.client_id",
+        o.client_id
+            .clone()
+            .filter(|c| !c.is_empty())
+            .ok_or_else(|| "is required".to_string()),
+    );
+    let secret_env = o
+        .client_secret_env
+        .as_deref()
+        .unwrap_or(file::DEFAULT_CLIENT_SECRET_ENV);
+    let client_secret = check(
+        problems,
+        "oidc.client_secret_env",
+        env.var(secret_env).map(str::to_string).ok_or_else(|| {
+            format!("environment variable {secret_env} is not set (the client secret)")
+        }),
+    );
+    let scopes: Vec<String> = o
+        .scopes
+        .clone()
+        .unwrap_or_else(|| file::DEFAULT_SCOPES.iter().map(|s| s.to_string()).collect());
+    if !scopes.iter().any(|s| s == "openid") {
+        problems.push("oidc.scopes: must include `openid`".into());
+    }
+    if let Some(bad) = scopes.iter().find(|s| {
+        s.is_empty()
+            || !s
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\')
+    }) {
+        problems.push(format!("oidc.scopes: `{bad}` is not a scope token"));
+    }
+    let redirect = check(
+        problems,
+        "oidc.redirect_uri",
+        o.redirect_uri
+            .clone()
+            .ok_or_else(|| {
+                "is required (the public URL of the callback, like https://app.example.com/auth/callback)"
+                    .to_string()
+            })
+            .and_then(|r| {
+                let plain = check_url(&r, "app")?;
+                let uri: http::Uri = r.parse().map_err(|_| format!("`{r}` is not a URL"))?;
+                if uri.query().is_some() {
+                    return Err(format!("`{r}` must not have a query"));
+                }
+                let path = uri.path();
+                if path.len() < 2 {
+                    return Err(format!("`{r}` needs a path for the callback, like /auth/callback"));
+                }
+                Ok((r.clone(), path.to_string(), plain))
+            }),
+    );
+    let post_logout_redirect_uri = match &o.post_logout_redirect_uri {
+        None => Some(None),
+        Some(p) => check(
+            problems,
+            "oidc.post_logout_redirect_uri",
+            check_url(p, "app").map(|_| Some(p.clone())),
+        ),
+    };
+    let refresh_before = check(
+        problems,
+        "oidc.refresh_before",
+        parse_duration(
+            o.refresh_before
+                .as_deref()
+                .unwrap_or(file::DEFAULT_REFRESH_BEFORE),
+        ),
+    );
+    let path = check(
+        problems,
+        "oidc.path",
+        RoutePrefix::parse(o.path.as_deref().unwrap_or(file::DEFAULT_AUTH_PATH)).and_then(|p| {
+            if p.as_str() == "/" {
+                Err("must not be `/`: it would take every path".into())
+            } else {
+                Ok(p.as_str().to_string())
+            }
+        }),
+    );
+    let mut extra_params = Vec::new();
+    for (name, value) in o.extra_params.iter().flatten() {
+        if RESERVED_PARAMS.contains(&name.as_str()) {
+            problems.push(format!(
+                "oidc.extra_params.{name}: cookiegate sets `{name}` itself"
+            ));
+        } else {
+            extra_params.push((name.clone(), value.clone()));
+        }
+    }
+    let secure = match (s.secure.as_deref().unwrap_or("auto"), &redirect) {
+        ("always", _) => Some(true),
+        ("never", _) => Some(false),
+        // Secure unless the callback is plain http on a loopback host (local development,
+        // where a browser would not send a Secure cookie back over http).
+        ("auto", Some((_, _, plain))) => Some(!plain),
+        ("auto", None) => None,
+        (other, _) => {
+            problems.push(format!(
+                "session.secure: `{other}` must be one of auto, always, never"
+            ));
+            None
+        }
+    };
+    if let (Some(cookie), Some(secure)) = (&cookie, secure) {
+        if let Err(e) = check_name_and_secure(cookie, secure) {
+            problems.push(format!("session.cookie: {e}"));
+        }
+    }
+    if problems.len() != before {
+        return None;
+    }
+    let (redirect_uri, callback_path, _) = redirect?;
+    Some(SessionSettings {
+        cookie: cookie?,
+        keys: std::sync::Arc::new(keys?),
+        max_age: max_age?,
+        same_site: same_site?,
+        secure: secure?,
+        oidc: OidcSettings {
+            issuer: issuer?,
+            client_id: client_id?,
+            client_secret: client_secret?,
+            scopes,
+            redirect_uri,
+            callback_path,
+            post_logout_redirect_uri: post_logout_redirect_uri?,
+            refresh_before: refresh_before?,
+            path: path?,
+            extra_params,
+        },
     })
 }

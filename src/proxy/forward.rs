@@ -19,23 +19,36 @@ pub(crate) type RequestBody = LimitedBody<Incoming>;
 /// The upstream's answer body to a proxied request.
 pub(crate) type AnswerBody = UpstreamBody<RequestBody>;
 
-/// Builds the client for the routes' upstreams (one keep-alive pool per `scheme://authority`).
+/// Builds the client for the routes' upstreams and the IdP (one keep-alive pool per
+/// `scheme://authority`).
 /// The connect timeout is `upstream_timeout`.
 ///
 /// # Errors
 /// When `https` is needed and no root certificate can be loaded.
 pub(crate) fn build_client(
     routes: &RouteTable,
+    issuer: Option<&str>,
     connect_timeout: Duration,
 ) -> Result<UpstreamClient, BoxError> {
-    let upstreams = routes.in_file_order().into_iter().map(|route| {
-        let scheme = if route.upstream.is_https() {
-            Scheme::HTTPS
-        } else {
-            Scheme::HTTP
-        };
-        (scheme, route.upstream.authority().clone())
-    });
+    let mut upstreams: Vec<(Scheme, http::uri::Authority)> = routes
+        .in_file_order()
+        .into_iter()
+        .map(|route| {
+            let scheme = if route.upstream.is_https() {
+                Scheme::HTTPS
+            } else {
+                Scheme::HTTP
+            };
+            (scheme, route.upstream.authority().clone())
+        })
+        .collect();
+    // The IdP's connections are pooled too (discovery, JWKS, token calls), and an https IdP
+    // needs the platform's roots.
+    if let Some(issuer) = issuer.and_then(|i| i.parse::<Uri>().ok()) {
+        if let (Some(scheme), Some(authority)) = (issuer.scheme(), issuer.authority()) {
+            upstreams.push((scheme.clone(), authority.clone()));
+        }
+    }
     UpstreamClient::new(upstreams, connect_timeout)
 }
 

@@ -82,11 +82,13 @@ pub(crate) struct CookieChunk {
 }
 
 impl CookieChunk {
+    #[cfg(test)]
     /// The cookie's name.
     pub(crate) fn name(&self) -> &str {
         &self.name
     }
 
+    #[cfg(test)]
     /// The cookie's value.
     pub(crate) fn value(&self) -> &str {
         &self.value

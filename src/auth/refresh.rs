@@ -1,0 +1,240 @@
+//! Refreshing a session's access token exactly once, however many requests and tabs race.
+//!
+//! With rotating refresh tokens (RFC 9700 §4.14.2, what oidc-provider and most IdPs do),
+//! redeeming a refresh token a second time revokes the whole grant: the user is logged out.
+//! So a refresh token is redeemed at most once per process:
+//!
+//! - requests that need a refresh of the same refresh token while one is running wait for it
+//!   (single flight, keyed by a hash of the refresh token, never the token);
+//! - the refresh runs in its own task, so the request that started it may go away without
+//!   cancelling it (a cancelled refresh whose answer is lost would have consumed the token);
+//! - its outcome is kept for [`GRACE`]: a request still carrying the pre-refresh cookie (another
+//!   tab, a request that was in flight) gets the new tokens without another grant.
+//!
+//! An IdP failure (unreachable, slow, 5xx) is not kept: the next request tries again, and the
+//! session is left as it was.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::session::Session;
+
+/// How long a refresh's outcome answers requests that still carry the old cookie.
+pub(crate) const GRACE: Duration = Duration::from_secs(60);
+
+/// What a refresh came to.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    /// New tokens: the session to use and to set as the cookie.
+    Refreshed(Arc<Session>),
+    /// The IdP no longer knows the grant (`invalid_grant`): the session is over.
+    Expired,
+    /// The IdP failed; the status to answer with (502, 503 or 504). Not kept.
+    Failed(u16),
+}
+
+/// A refresh token, as its SHA-256: the key of the flight and of the grace entry.
+pub(crate) type TokenKey = [u8; 32];
+
+/// The key for `refresh_token`.
+pub(crate) fn key_of(refresh_token: &str) -> TokenKey {
+    let digest = ring::digest::digest(&ring::digest::SHA256, refresh_token.as_bytes());
+    let mut key = [0u8; 32];
+    key.copy_from_slice(digest.as_ref());
+    key
+}
+
+/// The single-flight table and the grace entries.
+#[derive(Debug, Default)]
+pub(crate) struct Refresher {
+    /// Shared with the refresh tasks, which record their outcome when they land.
+    table: Arc<Mutex<Table>>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    flying: HashMap<TokenKey, watch::Receiver<Option<Outcome>>>,
+    landed: HashMap<TokenKey, (Outcome, Instant)>,
+}
+
+impl Refresher {
+    /// The outcome of refreshing the token `key`: a recent one, the one in flight, or a new
+    /// one that `run` produces in a task of its own.
+    pub(crate) async fn refresh<F, Fut>(&self, key: TokenKey, run: F) -> Outcome
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Outcome> + Send + 'static,
+    {
+        let mut rx = {
+            let mut table = lock(&self.table);
+            if let Some((outcome, until)) = table.landed.get(&key) {
+                if Instant::now() < *until {
+                    return outcome.clone();
+                }
+            }
+            if let Some(rx) = table.flying.get(&key) {
+                rx.clone()
+            } else {
+                let (tx, rx) = watch::channel(None);
+                table.flying.insert(key, rx.clone());
+                let flight = run();
+                let shared = self.table.clone();
+                // Detached on purpose: a refresh outlives the request that started it (its
+                // answer would be lost with a consumed refresh token). It is bounded by the
+                // IdP call's own timeout, and its outcome reaches every waiter.
+                tokio::spawn(async move {
+                    let outcome = flight.await;
+                    {
+                        let mut table = lock(&shared);
+                        table.flying.remove(&key);
+                        if !matches!(outcome, Outcome::Failed(_)) {
+                            table
+                                .landed
+                                .insert(key, (outcome.clone(), Instant::now() + GRACE));
+                        }
+                    }
+                    let _ = tx.send(Some(outcome));
+                });
+                rx
+            }
+        };
+        loop {
+            if let Some(outcome) = rx.borrow_and_update().clone() {
+                return outcome;
+            }
+            if rx.changed().await.is_err() {
+                // The task ended without an outcome (it panicked): as an IdP failure.
+                return Outcome::Failed(502);
+            }
+        }
+    }
+
+    /// Forgets outcomes past their grace.
+    pub(crate) fn sweep(&self) {
+        let now = Instant::now();
+        lock(&self.table)
+            .landed
+            .retain(|_, (_, until)| *until > now);
+    }
+}
+
+fn lock(table: &Mutex<Table>) -> std::sync::MutexGuard<'_, Table> {
+    table.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    fn session() -> Arc<Session> {
+        Arc::new(Session {
+            id: "s".into(),
+            sub: "alice".into(),
+            sid: None,
+            id_token: "id".into(),
+            access_token: "new".into(),
+            access_expires_at: 100,
+            refresh_token: Some("r2".into()),
+            issued_at: 1,
+            expires_at: 1000,
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn concurrent_refreshes_of_one_token_make_one_call_and_share_it() {
+        let refresher = Arc::new(Refresher::default());
+        let calls = Arc::new(AtomicUsize::new(0));
+        let (release_tx, release_rx) = watch::channel(false);
+        let mut waiters = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let (refresher, calls, mut release) =
+                (refresher.clone(), calls.clone(), release_rx.clone());
+            waiters.spawn(async move {
+                refresher
+                    .refresh(key_of("r1"), move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let _ = release.wait_for(|go| *go).await;
+                        Outcome::Refreshed(session())
+                    })
+                    .await
+            });
+        }
+        // Let every waiter join the flight before it lands.
+        tokio::task::yield_now().await;
+        tokio::time::sleep(Duration::from_millis(1)).await;
+        release_tx.send(true).unwrap();
+        while let Some(outcome) = waiters.join_next().await {
+            assert!(matches!(outcome.unwrap(), Outcome::Refreshed(s) if s.access_token == "new"));
+        }
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        // Within the grace: the same outcome, no call.
+        let again = refresher
+            .refresh(key_of("r1"), || async { Outcome::Failed(500) })
+            .await;
+        assert!(matches!(again, Outcome::Refreshed(_)));
+        // After it: a new flight.
+        tokio::time::advance(GRACE + Duration::from_secs(1)).await;
+        refresher.sweep();
+        let later = refresher
+            .refresh(key_of("r1"), || async { Outcome::Expired })
+            .await;
+        assert!(matches!(later, Outcome::Expired));
+    }
+
+    #[tokio::test]
+    async fn a_refresh_goes_on_when_the_request_that_started_it_goes_away() {
+        let refresher = Arc::new(Refresher::default());
+        let (release_tx, release_rx) = watch::channel(false);
+        let calls = Arc::new(AtomicUsize::new(0));
+        let started = {
+            let (refresher, calls, mut release) =
+                (refresher.clone(), calls.clone(), release_rx.clone());
+            tokio::spawn(async move {
+                refresher
+                    .refresh(key_of("r1"), move || async move {
+                        calls.fetch_add(1, Ordering::SeqCst);
+                        let _ = release.wait_for(|go| *go).await;
+                        Outcome::Refreshed(session())
+                    })
+                    .await
+            })
+        };
+        tokio::task::yield_now().await;
+        while calls.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        started.abort();
+        let _ = started.await;
+        release_tx.send(true).unwrap();
+        // A later request gets the landed outcome, with no second call.
+        let outcome = refresher
+            .refresh(key_of("r1"), || async { Outcome::Failed(500) })
+            .await;
+        assert!(matches!(outcome, Outcome::Refreshed(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn failures_are_not_kept_and_other_tokens_fly_apart() {
+        let refresher = Refresher::default();
+        let failed = refresher
+            .refresh(key_of("r1"), || async { Outcome::Failed(503) })
+            .await;
+        assert!(matches!(failed, Outcome::Failed(503)));
+        let retried = refresher
+            .refresh(key_of("r1"), || async { Outcome::Refreshed(session()) })
+            .await;
+        assert!(matches!(retried, Outcome::Refreshed(_)));
+        let other = refresher
+            .refresh(key_of("r9"), || async { Outcome::Expired })
+            .await;
+        assert!(matches!(other, Outcome::Expired));
+        assert_ne!(key_of("r1"), key_of("r9"));
+    }
+}
