@@ -12,6 +12,7 @@ mod demo;
 mod errors;
 mod forwarding;
 mod harness;
+mod oidc;
 mod rate_limit;
 mod secrets;
 mod shutdown;

@@ -6,8 +6,12 @@
 
 #![allow(dead_code)]
 
+mod browser;
+mod idp;
 mod upstream;
 
+pub use browser::*;
+pub use idp::*;
 pub use upstream::*;
 
 use std::collections::VecDeque;
@@ -89,10 +93,16 @@ pub struct Gateway {
 impl Gateway {
     /// Starts cookiegate with this TOML config (its `listen` is ignored: port 0 is used).
     pub async fn start(toml: &str) -> Self {
-        let mut config = cookiegate::Config::from_toml_str(toml).expect("test config is valid");
-        config.listen = "127.0.0.1:0".parse().unwrap();
-        let listener = TcpListener::bind(config.listen).await.unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let config = cookiegate::Config::from_toml_str(toml).expect("test config is valid");
+        Self::start_on(listener, config)
+    }
+
+    /// Starts cookiegate on a listener bound beforehand (when the config must name the
+    /// gateway's own address, as an OIDC `redirect_uri` does).
+    pub fn start_on(listener: TcpListener, mut config: cookiegate::Config) -> Self {
         let addr = listener.local_addr().unwrap();
+        config.listen = addr;
         let state = Arc::new(cookiegate::AppState::new(config).unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(cookiegate::serve(listener, state, async move {
