@@ -559,4 +559,25 @@ auth = "session"
             &["routes[0].auth: `session` needs the [session] and [oidc] sections"],
         );
     }
+
+    #[test]
+    fn readme_token_handler_example_parses_with_its_annotated_values() {
+        let readme = include_str!("../README.md");
+        let section = &readme[readme.find("## Log users in").expect("the section")..];
+        let start = section.find("```toml\n").expect("a toml block") + 8;
+        let end = start + section[start..].find("```").expect("block ends");
+        let cfg = Config::from_toml_str_with(&section[start..end], &secrets()).unwrap();
+        let session = cfg.session.unwrap();
+        assert_eq!(session.cookie.as_str(), "__Host-cookiegate");
+        assert_eq!(session.max_age, std::time::Duration::from_secs(8 * 3600));
+        assert!(session.secure);
+        assert_eq!(
+            session.oidc.refresh_before,
+            std::time::Duration::from_secs(60)
+        );
+        assert_eq!(session.oidc.path, "/auth");
+        assert_eq!(session.oidc.callback_path, "/auth/callback");
+        let (route, _) = cfg.routes.find("/api/x").unwrap();
+        assert_eq!(route.auth, AuthMode::Session);
+    }
 }

@@ -11,7 +11,9 @@
 //!   origin-form, route, path mapping, framing, CSRF, rate limit, declared size, session),
 //!   over [`routing`] (longest-prefix routes, upstream path mapping), [`trust`] (who the client
 //!   is behind trusted proxies), [`guard`] (framing, CSRF, rate-limit decisions) and [`auth`]
-//!   (the session cookie and the [`auth::SessionToken`] that never prints);
+//!   (a cookie minted elsewhere and the [`auth::SessionToken`] that never prints; the token
+//!   handler: OIDC login, the encrypted session cookie, JWS/JWKS, single-flight refresh,
+//!   revocations);
 //! - `proxy`: one request end to end, admit -> forward -> relay, with the header policy
 //!   ([`proxy::headers`], pure), the body limits and idle timer, and the streaming relay with its
 //!   access log;

@@ -503,8 +503,6 @@ impl TokenHandler {
         client: &Arc<UpstreamClient>,
         uri: &Uri,
     ) -> Result<Jwks, ProxyError> {
-        *self.jwks_fetched.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(tokio::time::Instant::now());
         let doc = self
             .call(client, uri, None)
             .await
@@ -527,13 +525,14 @@ impl TokenHandler {
             .clone();
         match validate(&jwks) {
             Err(e) if e.is_key_miss() => {
-                let recent = self
-                    .jwks_fetched
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .is_some_and(|at| at.elapsed() < JWKS_REFETCH_EVERY);
-                if recent {
-                    return Ok(Err(e));
+                {
+                    // Counted from the last re-fetch for a key miss (not from discovery), so
+                    // a rotation right after start is picked up at once.
+                    let mut last = self.jwks_fetched.lock().unwrap_or_else(|e| e.into_inner());
+                    if last.is_some_and(|at| at.elapsed() < JWKS_REFETCH_EVERY) {
+                        return Ok(Err(e));
+                    }
+                    *last = Some(tokio::time::Instant::now());
                 }
                 let fresh = Arc::new(self.fetch_jwks(client, &provider.jwks_uri).await?);
                 *provider.jwks.lock().unwrap_or_else(|e| e.into_inner()) = fresh.clone();

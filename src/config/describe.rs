@@ -27,6 +27,25 @@ impl Config {
             }
             None => out.push_str("rate_limit off\n"),
         }
+        if let Some(session) = &self.session {
+            let oidc = &session.oidc;
+            let _ = writeln!(
+                out,
+                "session cookie {} ({} keys, max_age {}, SameSite={}{}), oidc {} as {}",
+                session.cookie.as_str(),
+                session.keys.len(),
+                humantime::format_duration(session.max_age),
+                session.same_site.as_str(),
+                if session.secure { ", Secure" } else { "" },
+                oidc.issuer,
+                oidc.client_id
+            );
+            let _ = writeln!(
+                out,
+                "endpoints {0}/login {0}/user {0}/logout {0}/backchannel, callback {1}",
+                oidc.path, oidc.callback_path
+            );
+        }
         let rows: Vec<[String; 6]> = self
             .routes
             .in_file_order()
@@ -38,6 +57,11 @@ impl Config {
                     r.auth.as_str().to_string(),
                     if r.auth == AuthMode::None {
                         "-".into()
+                    } else if r.auth == AuthMode::Session {
+                        self.session
+                            .as_ref()
+                            .map_or("-", |s| s.cookie.as_str())
+                            .to_string()
                     } else {
                         r.cookie.as_str().to_string()
                     },

@@ -13,6 +13,7 @@ mod errors;
 mod forwarding;
 mod harness;
 mod oidc;
+mod oidc_mutation;
 mod rate_limit;
 mod secrets;
 mod shutdown;
