@@ -78,7 +78,7 @@ pub struct AuthRequest {
     /// Which endpoint.
     pub(crate) endpoint: Endpoint,
     /// The request's session, when it carries a valid one.
-    pub(crate) session: Option<Session>,
+    pub(crate) session: Option<Box<Session>>,
 }
 
 /// Everything the pipeline needs to forward an admitted request.
@@ -94,7 +94,7 @@ pub struct Forward<'c> {
     pub bearer: Option<HeaderValue>,
     /// On `auth = "session"` routes, the user's session: the pipeline takes its access token,
     /// refreshed first when it is about to expire.
-    pub(crate) session: Option<Session>,
+    pub(crate) session: Option<Box<Session>>,
 }
 
 /// The `Allow` value of the 405 for CONNECT and TRACE.
@@ -294,7 +294,7 @@ fn session_of(
     settings: &SessionSettings,
     guards: &Guards,
     req: &Facts<'_>,
-) -> Result<Option<Session>, ProxyError> {
+) -> Result<Option<Box<Session>>, ProxyError> {
     let refused = |error: ProxyError| ProxyError::WithCookies {
         error: Box::new(error),
         cookies: TokenHandler::clear_session(settings, req.headers),
@@ -311,7 +311,8 @@ fn session_of(
     if guards.revocations.is_revoked(session_ref(&session)) {
         return Err(refused(ProxyError::MissingSession));
     }
-    Ok(Some(session))
+    // Boxed: a session is a few hundred bytes, and the admitted request moves by value.
+    Ok(Some(Box::new(session)))
 }
 
 /// A keyed fingerprint of a session id for the rate limiter.

@@ -206,8 +206,14 @@ async fn proxy(
             forward
         }
         Err(err) => {
-            // Refused after routing: the log line names the route all the same.
-            if let (Some(log), Some((route, _))) = (log, config.routes.find(req.uri().path())) {
+            // Refused after routing: the log line names the route all the same (not for the
+            // token handler's endpoints, which come before the routes).
+            let path = req.uri().path();
+            let is_auth = config
+                .session
+                .as_ref()
+                .is_some_and(|s| Endpoint::find(path, s).is_some());
+            if let (Some(log), Some((route, _)), false) = (log, config.routes.find(path), is_auth) {
                 log.set_route(route.prefix.shared());
             }
             return Err(err);
@@ -224,7 +230,7 @@ async fn proxy(
                 .bearer_for(
                     &state.client,
                     &state.guards.revocations,
-                    session,
+                    *session,
                     &parts.headers,
                 )
                 .await?;
@@ -316,7 +322,7 @@ async fn token_endpoint(
         },
         Endpoint::Logout => {
             tokens
-                .logout(client, revocations, auth.session, req.headers())
+                .logout(client, revocations, auth.session.map(|s| *s), req.headers())
                 .await?
         }
         Endpoint::Backchannel => {

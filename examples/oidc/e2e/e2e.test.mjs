@@ -37,11 +37,10 @@ after(async () => {
 });
 
 const callApi = async () => {
+  await page.evaluate(() => { document.getElementById('api').textContent = 'calling'; });
   await page.click('#call');
-  await page.waitForFunction(() => document.getElementById('api').textContent !== '(no call yet)'
-    && !document.getElementById('api').dataset.seen);
+  await page.waitForFunction(() => document.getElementById('api').textContent !== 'calling');
   const text = await page.textContent('#api');
-  await page.evaluate(() => { document.getElementById('api').dataset.seen = '1'; });
   const [status, ...json] = text.split(' ');
   return { status: Number(status), body: JSON.parse(json.join(' ')) };
 };

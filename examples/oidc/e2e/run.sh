@@ -77,14 +77,23 @@ sed -e "s#^listen = .*#listen = \"127.0.0.1:$gw_port\"#" \
   -e "s#127.0.0.1:4000#127.0.0.1:$gw_port#g" \
   -e "s#127.0.0.1:8000#127.0.0.1:$app_port#g" \
   "$example/cookiegate.toml" >"$run/cookiegate.toml"
-COOKIEGATE_SESSION_KEYS=$(openssl rand -base64 32) COOKIEGATE_CLIENT_SECRET=test-secret \
+COOKIEGATE_SESSION_KEYS=$(node -e 'console.log(require("crypto").randomBytes(32).toString("base64"))') \
+  COOKIEGATE_CLIENT_SECRET=test-secret \
   RUST_LOG=info "$cookiegate" --config "$run/cookiegate.toml" 2>"$run/cookiegate.log" &
 pids+=($!)
 
-for _ in $(seq 100); do
-  curl -fsS -o /dev/null "$gw/healthz" 2>/dev/null && curl -fsS -o /dev/null "$gw/" 2>/dev/null && break
-  sleep 0.1
-done
+# Ready when cookiegate answers and the page behind it too (node's fetch: no curl needed).
+node -e '
+  const url = process.argv[1];
+  (async () => {
+    for (let i = 0; i < 200; i++) {
+      try { if ((await fetch(url)).ok) return; } catch {}
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    console.error(`not ready: ${url}`);
+    process.exit(1);
+  })();' "$gw/"
+
 
 step "browser tests"
 status=0
