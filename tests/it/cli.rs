@@ -127,6 +127,78 @@ auth = "sometimes"
 }
 
 #[test]
+fn check_lists_the_token_handlers_problems_without_secrets_and_exits_2() {
+    let dir = TempDir::new("check-session");
+    std::fs::write(
+        dir.join("cookiegate.toml"),
+        r#"
+[session]
+cookie = "__Host-cookiegate"
+[oidc]
+issuer = "http://idp.example.com"
+client_id = "cookiegate"
+redirect_uri = "not a url"
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:8000"
+auth = "session"
+"#,
+    )
+    .unwrap();
+    let out = run(cookiegate(&dir)
+        .arg("check")
+        .env("COOKIEGATE_SESSION_KEYS", "dG9vLXNob3J0LWtleQ==")
+        .env_remove("COOKIEGATE_CLIENT_SECRET"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for want in [
+        "session.keys_env: COOKIEGATE_SESSION_KEYS: key 1 is 13 bytes, needs 32",
+        "oidc.issuer: `http://idp.example.com` must use https",
+        "oidc.client_secret_env: environment variable COOKIEGATE_CLIENT_SECRET is not set",
+        "oidc.redirect_uri: `not a url`",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(
+        !stderr.contains("dG9vLXNob3J0"),
+        "no key material:\n{stderr}"
+    );
+
+    // With good values, the table names the session, the IdP and the endpoints.
+    std::fs::write(
+        dir.join("cookiegate.toml"),
+        r#"
+[session]
+[oidc]
+issuer = "https://idp.example.com"
+client_id = "cookiegate"
+redirect_uri = "https://app.example.com/auth/callback"
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:8000"
+auth = "session"
+"#,
+    )
+    .unwrap();
+    let out = run(cookiegate(&dir)
+        .arg("check")
+        .env(
+            "COOKIEGATE_SESSION_KEYS",
+            "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+        )
+        .env("COOKIEGATE_CLIENT_SECRET", "s3cret"));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for want in [
+        "session cookie __Host-cookiegate (1 keys, max_age 8h, SameSite=Lax, Secure), oidc https://idp.example.com as cookiegate",
+        "endpoints /auth/login /auth/user /auth/logout /auth/backchannel, callback /auth/callback",
+    ] {
+        assert!(stdout.contains(want), "missing {want:?} in:\n{stdout}");
+    }
+    assert!(!stdout.contains("s3cret") && !stdout.contains("AAECAwQF"));
+}
+
+#[test]
 fn unknown_keys_and_missing_files_exit_2() {
     let dir = TempDir::new("check-unknown");
     std::fs::write(

@@ -344,6 +344,24 @@ async fn return_to_is_followed_only_to_local_paths() {
 }
 
 #[tokio::test]
+async fn prompt_none_without_an_idp_session_comes_back_as_a_failed_login() {
+    let s = setup(60, "5s").await;
+    let start = s
+        .browser
+        .get(&format!("{}/auth/login?prompt=none", s.gw))
+        .await;
+    let authorize = location(&start, &s.gw);
+    assert!(authorize.contains("prompt=none"), "{authorize}");
+    // No IdP session: the IdP answers `error=login_required` at once, without a form.
+    let callback = s.browser.idp_leg(authorize, "judy").await;
+    assert!(callback.contains("error=login_required"), "{callback}");
+    let answer = s.browser.get(&callback).await;
+    answer.assert_error(400, "login failed");
+    assert!(s.browser.cookie(&s.gw, "cg").is_none());
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn a_callback_is_usable_once_and_only_with_its_own_state() {
     let s = setup(60, "5s").await;
     let start = s.browser.get(&format!("{}/auth/login", s.gw)).await;
