@@ -10,7 +10,8 @@
 # nginx haproxy caddy nextjs"), BENCH_WORK (scratch folder, default /tmp/cookiegate-bench),
 # BENCH_OUT (where the Markdown report is copied, default $BENCH_WORK/report.md),
 # BENCH_BASELINE_BIN (another cookiegate binary, e.g. a build of main before a change: measured
-# as the target `baseline`, interleaved with the others, for a before/after ratio in one run).
+# as the target `baseline`, interleaved with the others, for a before/after ratio in one run),
+# BENCH_SESSION (1 by default: also run bench/session.sh, the token handler's costs).
 #
 # Layout: each proxy runs pinned to CPU 0 (`taskset -c 0`), with one worker/thread where that is
 # configurable; wrk, curl, the SSE client and the upstream run on CPU 1. Everything listens on
@@ -411,6 +412,14 @@ main() {
     log "cookiegate: memory after 1 million requests"
     growth
   fi
+  # The token handler's own costs (session route against plain cookie route, single flight at
+  # 1,000 concurrent requests), against the real test IdP; needs node. BENCH_SESSION=0 skips it.
+  local session_report=""
+  if [ "$QUICK" != 1 ] && [ "${BENCH_SESSION:-1}" = 1 ] && command -v node >/dev/null; then
+    log "token handler: session route and single flight (bench/session.sh)"
+    session_report=$(BENCH_WORK="$WORK/session" BENCH_ROUNDS="$ROUNDS" "$BENCH/session.sh" 2>>"$WORK/logs/session.log") ||
+      log "bench/session.sh failed; see $WORK/logs/session.log"
+  fi
   local elapsed=$((SECONDS - started))
   {
     echo "Run of \`$([ "$QUICK" = 1 ] && echo 'BENCH_QUICK=1 ')bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $ROUNDS round(s), ${elapsed} s in all."
@@ -419,6 +428,10 @@ main() {
     echo "- load average (1/5/15 min) before: $load0; after: $(cut -d' ' -f1-3 /proc/loadavg)"
     echo
     python3 "$BENCH/report.py" "$WORK/results.tsv"
+    if [ -n "$session_report" ]; then
+      echo
+      echo "$session_report"
+    fi
   } >"$WORK/report.md"
   [ -z "${BENCH_OUT:-}" ] || cp "$WORK/report.md" "$BENCH_OUT"
   cat "$WORK/report.md"

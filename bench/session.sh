@@ -40,8 +40,12 @@ sed "s#@WORK@#$WORK#g" bench/targets/upstream-nginx.conf >"$WORK/upstream-nginx.
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-setsid taskset -c 1 nginx -p "$WORK/upstream" -c "$WORK/upstream-nginx.conf" -e "$WORK/upstream/error.log" -g 'daemon off;' &
-PIDS+=($!)
+# The upstream of bench/run.sh; reused when run.sh (which calls this script) has it running.
+if ! curl -fsS -o /dev/null http://127.0.0.1:18080/echo 2>/dev/null; then
+  setsid taskset -c 1 nginx -p "$WORK/upstream" -c "$WORK/upstream-nginx.conf" -e "$WORK/upstream/error.log" -g 'daemon off;' &
+  PIDS+=($!)
+  for _ in $(seq 100); do curl -fsS -o /dev/null http://127.0.0.1:18080/echo 2>/dev/null && break; sleep 0.05; done
+fi
 
 # start_stack TTL REFRESH_BEFORE WORKERS: the IdP (access tokens live TTL s) and cookiegate.
 start_stack() {
