@@ -139,6 +139,7 @@ fn policy<'a>(
         client_ip,
         host: Some(host),
         proto: "http",
+        websocket: false,
     }
 }
 

@@ -11,11 +11,14 @@
 //!    with the same steps below in the same order (methods, framing, CSRF for logout, rate
 //!    limit, size, session);
 //! 4. the route, by longest prefix -> 404; the route's methods -> 405;
-//! 5. path mapping: a remainder that could climb out of the base path -> 400;
+//! 5. path mapping: a remainder that could climb out of the base path -> 400; a WebSocket
+//!    handshake to a route without `websocket = true` -> 400;
 //! 6. framing ([`guard::check_framing`]): smuggling shapes -> 400, codings besides `chunked`
 //!    -> 501;
-//! 7. CSRF, for unsafe methods on routes that send a token -> 403;
-//! 8. the rate limit, per client -> 429 with `Retry-After`;
+//! 7. a WebSocket handshake's `Origin` (own or allowed; never `Sec-Fetch-Site` cross-site or
+//!    same-site) -> 403; CSRF, for unsafe methods on routes that send a token -> 403;
+//! 8. the rate limit, per client -> 429 with `Retry-After`; a WebSocket over
+//!    `max_per_session` open sockets -> 429;
 //! 9. a declared `Content-Length` over the route's `max_body` -> 413;
 //! 10. the session cookie -> 400 ambiguous, 401 missing or unusable; on `auth = "session"`
 //!     routes, the encrypted session: 401 (cookie cleared) when forged, expired or logged out.
@@ -35,6 +38,7 @@ use crate::auth::{AuthMode, SessionError, extract_session};
 use crate::config::{Config, SessionSettings};
 use crate::error::ProxyError;
 use crate::guard::{self, FramingReject, Guards};
+use crate::proxy::websocket::{OriginReject, check_origin, is_upgrade};
 use crate::routing::{Route, UriError, is_forwardable};
 use crate::trust::{self, Client, Proto};
 
@@ -63,6 +67,10 @@ pub struct Facts<'a> {
 
 /// An admitted request.
 #[derive(Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "`Forward` is the common case: boxing it would allocate on every proxied request"
+)]
 pub enum Admitted<'c> {
     /// The health endpoint: answer `200 {"status":"ok"}`.
     Health,
@@ -95,6 +103,9 @@ pub struct Forward<'c> {
     /// On `auth = "session"` routes, the user's session: the pipeline takes its access token,
     /// refreshed first when it is about to expire.
     pub(crate) session: Option<Box<Session>>,
+    /// A WebSocket handshake, with the key its sockets are counted under (the session's or the
+    /// cookie's fingerprint; `None` on routes without a credential).
+    pub(crate) websocket: Option<Option<u64>>,
 }
 
 /// The `Allow` value of the 405 for CONNECT and TRACE.
@@ -144,8 +155,23 @@ pub fn admit<'c>(
             UriError::Refused => ProxyError::UnsafePath,
             UriError::Invalid => ProxyError::Internal("a mapped upstream path is not a URI"),
         })?;
+    let websocket = is_upgrade(req.method, req.headers);
+    if websocket && !route.websocket {
+        return Err(ProxyError::WebSocketRoute);
+    }
     check_framing(req)?;
     let client = identify(config, req);
+    if websocket {
+        check_origin(req.headers, &client, &config.websocket).map_err(|reject| {
+            ProxyError::WebSocketOrigin(match reject {
+                OriginReject::CrossSite => "Sec-Fetch-Site says cross-site or same-site",
+                OriginReject::Foreign => "the Origin is neither the request's own nor allowed",
+                OriginReject::Missing => {
+                    "no Origin (set allow_missing_origin for non-browser clients)"
+                }
+            })
+        })?;
+    }
     if route.auth != AuthMode::None {
         guards
             .csrf
@@ -164,11 +190,21 @@ pub fn admit<'c>(
         ),
         _ => (extract_session(req.headers, &route.cookie), Ok(None)),
     };
-    rate_limit(guards, &client, || match (&cookie, &session) {
+    let credential = || match (&cookie, &session) {
         (Ok(Some(token)), _) => Some(token.fingerprint()),
         (_, Ok(Some(session))) => Some(fingerprint(session.id.as_bytes())),
         _ => None,
-    })?;
+    };
+    rate_limit(guards, &client, credential)?;
+    let websocket = if websocket {
+        let key = credential();
+        if key.is_some_and(|key| guards.sockets.count(key) >= config.websocket.max_per_session) {
+            return Err(ProxyError::TooManySockets);
+        }
+        Some(key)
+    } else {
+        None
+    };
     if req
         .body_length
         .is_some_and(|len| len > route.max_body.as_u64())
@@ -192,6 +228,7 @@ pub fn admit<'c>(
         client,
         bearer,
         session,
+        websocket,
     }))
 }
 

@@ -48,6 +48,23 @@ pub struct Config {
     pub rate_limit: Option<RateLimitSettings>,
     /// `[session]` and `[oidc]`, when cookiegate logs users in itself.
     pub session: Option<SessionSettings>,
+    /// `[websocket]`: for routes with `websocket = true`.
+    pub websocket: WebSocketSettings,
+}
+
+/// `[websocket]`, validated.
+#[derive(Debug, Clone)]
+pub struct WebSocketSettings {
+    /// Origins (`scheme://host[:port]`, lowercase) allowed besides the request's own.
+    pub allowed_origins: Vec<String>,
+    /// Whether a handshake without `Origin` is allowed.
+    pub allow_missing_origin: bool,
+    /// No frame either way this long -> closed.
+    pub idle_timeout: Duration,
+    /// Hard cap on a socket's life.
+    pub max_lifetime: Duration,
+    /// Open sockets per session or cookie value.
+    pub max_per_session: usize,
 }
 
 /// `[session]` and `[oidc]`, validated: the token handler's settings.

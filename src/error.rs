@@ -101,6 +101,16 @@ pub enum ProxyError {
     /// The identity provider's answer could not be used (the reason goes to the log).
     #[error("invalid identity provider response")]
     IdpInvalid(&'static str),
+    /// A WebSocket handshake to a route without `websocket = true`.
+    #[error("websocket not allowed on this route")]
+    WebSocketRoute,
+    /// A WebSocket handshake from an origin that may not open sockets (cross-site WebSocket
+    /// hijacking).
+    #[error("websocket origin refused")]
+    WebSocketOrigin(&'static str),
+    /// The session (or cookie) has `max_per_session` sockets open already.
+    #[error("too many websockets")]
+    TooManySockets,
     /// Another error, answered with cookies set or cleared (a login state used up, a session
     /// that ended): the error's own status and body, plus these `Set-Cookie` fields.
     #[error("{error}")]
@@ -137,6 +147,9 @@ impl ProxyError {
             Self::IdpTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::IdpUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::WithCookies { error, .. } => error.status(),
+            Self::WebSocketRoute => StatusCode::BAD_REQUEST,
+            Self::WebSocketOrigin(_) => StatusCode::FORBIDDEN,
+            Self::TooManySockets => StatusCode::TOO_MANY_REQUESTS,
         }
     }
 
@@ -151,7 +164,12 @@ impl ProxyError {
             | Self::IdpInvalid(_) => Fault::Upstream,
             Self::TooManyConnections | Self::Internal(_) => Fault::Internal,
             Self::WithCookies { error, .. } => error.fault(),
-            Self::SessionExpired | Self::LoginFailed(_) | Self::BadLogoutToken(_) => Fault::Client,
+            Self::SessionExpired
+            | Self::LoginFailed(_)
+            | Self::BadLogoutToken(_)
+            | Self::WebSocketRoute
+            | Self::WebSocketOrigin(_)
+            | Self::TooManySockets => Fault::Client,
             Self::BadRequest(_)
             | Self::UnsafePath
             | Self::AmbiguousSession
@@ -247,7 +265,8 @@ impl ProxyError {
             | Self::Internal(why)
             | Self::LoginFailed(why)
             | Self::BadLogoutToken(why)
-            | Self::IdpInvalid(why) => Some(why),
+            | Self::IdpInvalid(why)
+            | Self::WebSocketOrigin(why) => Some(why),
             Self::WithCookies { error, .. } => error.detail(),
             Self::CsrfRejected(why) => Some(why.as_str()),
             _ => None,
@@ -318,6 +337,17 @@ mod tests {
             (ProxyError::TooManyConnections, 503, "too many connections"),
             (ProxyError::Internal("secret detail"), 500, "internal error"),
             (ProxyError::SessionExpired, 401, "session expired"),
+            (
+                ProxyError::WebSocketRoute,
+                400,
+                "websocket not allowed on this route",
+            ),
+            (
+                ProxyError::WebSocketOrigin("x"),
+                403,
+                "websocket origin refused",
+            ),
+            (ProxyError::TooManySockets, 429, "too many websockets"),
             (ProxyError::LoginFailed("secret"), 400, "login failed"),
             (
                 ProxyError::BadLogoutToken("secret"),

@@ -26,6 +26,8 @@ pub struct Guards {
     pub limiter: Option<ClientLimiter>,
     /// Sessions logged out before their cookie expired.
     pub(crate) revocations: crate::auth::revocation::Revocations,
+    /// Open WebSockets (the per-session cap, shutdown).
+    pub(crate) sockets: crate::proxy::websocket::Sockets,
 }
 
 impl Guards {
@@ -38,6 +40,7 @@ impl Guards {
                 .as_ref()
                 .map(|r| ClientLimiter::new(r.per_second, r.burst, r.key)),
             revocations: crate::auth::revocation::Revocations::default(),
+            sockets: crate::proxy::websocket::Sockets::default(),
         }
     }
 }

@@ -9,6 +9,7 @@ pub(crate) mod body;
 pub(crate) mod forward;
 pub mod headers;
 pub(crate) mod relay;
+pub(crate) mod websocket;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -94,6 +95,8 @@ pub(crate) struct ConnInfo {
     pub proto: Proto,
     /// What the connection's raw-byte scanner found about its HTTP/1 request heads.
     pub framing: Arc<FramingWatch>,
+    /// The connection became a WebSocket: no more request heads to scan or time.
+    pub upgraded: std::sync::atomic::AtomicBool,
     /// Requests of this connection whose response is not finished ([`InFlight`]).
     pub in_flight: AtomicUsize,
 }
@@ -173,9 +176,9 @@ pub(crate) async fn handle(
 }
 
 async fn proxy(
-    state: &AppState,
+    state: &Arc<AppState>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
@@ -220,6 +223,22 @@ async fn proxy(
         }
     };
     let route = forward.route;
+    // A WebSocket: the client's side of the upgrade, taken before the request is split.
+    let client_upgrade = forward
+        .websocket
+        .is_some()
+        .then(|| hyper::upgrade::on(&mut req));
+    let socket_session =
+        forward
+            .websocket
+            .and(forward.session.as_ref())
+            .map(|s| websocket::SocketSession {
+                id: s.id.clone(),
+                sid: s.sid.clone(),
+                sub: s.sub.clone(),
+                issued_at: s.issued_at,
+                expires_at: s.expires_at,
+            });
 
     let (mut parts, incoming) = req.into_parts();
     // A session route: the session's access token, refreshed first when it is about to expire
@@ -252,8 +271,10 @@ async fn proxy(
             client_ip: &client_ip,
             host: forward.client.host.as_ref(),
             proto: forward.client.proto.as_str(),
+            websocket: forward.websocket.is_some(),
         },
     );
+    let websocket_key = parts.headers.get("sec-websocket-key").cloned();
     let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
     let body = LimitedBody::new(
         incoming,
@@ -268,6 +289,7 @@ async fn proxy(
             uri: &forward.uri,
             fields: fields.iter(&parts.headers),
             declared_length: parts.headers.contains_key(CONTENT_LENGTH),
+            upgrade: forward.websocket.is_some(),
             body,
         },
         config.server.upstream_timeout,
@@ -276,6 +298,71 @@ async fn proxy(
     .await?;
 
     let (mut parts, body) = res.into_parts();
+    if let (Some(socket_key), Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
+        (forward.websocket, client_upgrade, parts.status)
+    {
+        if !websocket::is_valid_switch(websocket_key.as_ref(), &parts.headers) {
+            return Err(ProxyError::UpstreamUnreachable(
+                "the upstream's 101 is not a valid WebSocket handshake".into(),
+            ));
+        }
+        let upstream = body
+            .into_upgraded()
+            .ok_or(ProxyError::Internal("a valid 101 without its connection"))?;
+        parts.headers.insert(
+            http::header::CONNECTION,
+            HeaderValue::from_static("upgrade"),
+        );
+        for cookie in session_cookies {
+            parts.headers.append(http::header::SET_COOKIE, cookie);
+        }
+        conn.upgraded
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+        // The socket logs its own line when it closes; the handshake's is dropped.
+        let path = log
+            .take()
+            .map_or_else(String::new, |l| l.path().to_string());
+        let state = state.clone();
+        let route_prefix = route.prefix.shared();
+        // Detached: the socket lives past this request; `Sockets` counts it, and shutdown
+        // closes it after the grace period.
+        tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let Ok(client) = client_upgrade.await else {
+                return;
+            };
+            let sockets = &state.guards.sockets;
+            let Some(_slot) = sockets.take(socket_key, state.config.websocket.max_per_session)
+            else {
+                websocket::log_close(
+                    &route_prefix,
+                    &path,
+                    started,
+                    &websocket::Moved::default(),
+                    websocket::Ending::TooMany,
+                );
+                return;
+            };
+            let mut moved = websocket::Moved::default();
+            let ending = websocket::splice(
+                hyper_util::rt::TokioIo::new(client),
+                upstream.io,
+                upstream.read,
+                &state.config.websocket,
+                sockets,
+                &state.guards.revocations,
+                socket_session.as_ref(),
+                &mut moved,
+            )
+            .await;
+            websocket::log_close(&route_prefix, &path, started, &moved, ending);
+        });
+        parts.version = Version::HTTP_11;
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::fixed(bytes::Bytes::new(), None),
+        ));
+    }
     headers::to_client(&mut parts.headers);
     for cookie in session_cookies {
         parts.headers.append(http::header::SET_COOKIE, cookie);

@@ -390,6 +390,8 @@ pub struct Route {
     pub max_body: ByteSize,
     /// Whether the browser's `Cookie` header goes upstream.
     pub forward_cookies: bool,
+    /// Whether the route carries WebSockets.
+    pub websocket: bool,
 }
 
 /// All routes, searched longest prefix first.
@@ -452,6 +454,7 @@ mod tests {
             methods: MethodSet::parse(&[]).unwrap(),
             max_body: ByteSize(1),
             forward_cookies: false,
+            websocket: false,
         }
     }
 

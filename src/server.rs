@@ -109,6 +109,7 @@ pub async fn serve(
                 client_ip: ip_header_value(peer.ip()),
                 proto: crate::trust::Proto::Http,
                 framing: framing.clone(),
+                upgraded: std::sync::atomic::AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
             });
             let stream = Scanned {
@@ -122,7 +123,8 @@ pub async fn serve(
                 let in_flight = info.begin();
                 proxy::handle(state.clone(), info.clone(), req, in_flight)
             });
-            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            // With upgrades: a WebSocket handshake's 101 hands the connection to its socket.
+            let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(err) = watcher.watch(conn).await {
                 tracing::debug!(error = %err, "connection ended with an error");
             }
@@ -133,13 +135,21 @@ pub async fn serve(
         connections = connections.len(),
         "shutting down: no longer accepting"
     );
+    // Connections and open WebSockets get the grace period together, then what is left is
+    // closed.
+    let drained = async {
+        graceful.shutdown().await;
+        state.guards.sockets.all_closed().await;
+    };
     tokio::select! {
-        () = graceful.shutdown() => tracing::info!("all connections finished"),
+        () = drained => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(
             connections = connections.len(),
+            websockets = state.guards.sockets.open(),
             "shutdown grace period over; closing the remaining connections"
         ),
     }
+    state.guards.sockets.close_all();
     connections.abort_all();
     while let Some(ended) = connections.join_next().await {
         log_panic(ended);
@@ -212,6 +222,15 @@ impl<S: AsyncRead + Unpin> AsyncRead for Scanned<S> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<std::io::Result<()>> {
         let this = self.get_mut();
+        if this
+            .conn
+            .upgraded
+            .load(std::sync::atomic::Ordering::Relaxed)
+        {
+            // A WebSocket now: its bytes are frames, not request heads, and its silences are
+            // the socket's idle timeout's business.
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
         let before = buf.filled().len();
         let polled = Pin::new(&mut this.stream).poll_read(cx, buf);
         match polled {

@@ -53,6 +53,12 @@ pub const DEFAULT_SCOPES: [&str; 4] = ["openid", "profile", "email", "offline_ac
 pub const DEFAULT_REFRESH_BEFORE: &str = "60s";
 /// Default base path of the login, user, logout and back-channel endpoints.
 pub const DEFAULT_AUTH_PATH: &str = "/auth";
+/// Default silence after which a WebSocket is closed.
+pub const DEFAULT_WS_IDLE_TIMEOUT: &str = "5m";
+/// Default hard cap on a WebSocket's life.
+pub const DEFAULT_WS_MAX_LIFETIME: &str = "24h";
+/// Default cap on open WebSockets per session.
+pub const DEFAULT_WS_MAX_PER_SESSION: usize = 16;
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -78,6 +84,9 @@ pub struct FileConfig {
     pub session: Option<SessionFile>,
     /// `[oidc]`: the identity provider cookiegate logs users in with; with `[session]`.
     pub oidc: Option<OidcFile>,
+    /// `[websocket]`.
+    #[serde(default)]
+    pub websocket: WebSocketFile,
 }
 
 /// `[session]`.
@@ -200,4 +209,22 @@ pub struct RouteFile {
     pub max_body: Option<String>,
     /// Forward the browser's `Cookie` header upstream (default: only when `auth = "none"`).
     pub forward_cookies: Option<bool>,
+    /// The route carries WebSockets (an upgrade to any other route gets 400).
+    pub websocket: Option<bool>,
+}
+
+/// `[websocket]`: how sockets opened through cookiegate are guarded and ended.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebSocketFile {
+    /// Origins allowed to open sockets besides the request's own (`scheme://host[:port]`).
+    pub allowed_origins: Option<Vec<String>>,
+    /// Let clients that send no `Origin` (non-browser clients) open sockets.
+    pub allow_missing_origin: Option<bool>,
+    /// No frame either way this long -> closed (`"5m"`).
+    pub idle_timeout: Option<String>,
+    /// Hard cap on a socket's life (`"24h"`).
+    pub max_lifetime: Option<String>,
+    /// Open sockets per session (per cookie value on cookie routes); over -> 429.
+    pub max_per_session: Option<usize>,
 }

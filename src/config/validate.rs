@@ -4,10 +4,11 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
 use super::file::{self, CsrfFile, FileConfig, RateLimitFile, RouteFile, ServerFile};
-use super::file::{OidcFile, SessionFile};
+use super::file::{OidcFile, SessionFile, WebSocketFile};
 use super::units::{ByteSize, parse_duration};
 use super::{
     Config, ConfigError, Env, OidcSettings, RateLimitSettings, ServerSettings, SessionSettings,
+    WebSocketSettings,
 };
 use crate::auth::session::SessionKeys;
 use crate::auth::session::chunk::{SameSite, check_name_and_secure};
@@ -68,6 +69,7 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         }
     }
 
+    let websocket = validate_websocket(&file.websocket, &mut problems);
     let session = match (&file.session, &file.oidc) {
         (None, None) => Some(None),
         (Some(session), Some(oidc)) => {
@@ -93,14 +95,24 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         }
     }
 
-    let (true, Some(listen), Some(server), Some(csrf), Some(rate_limit), Some(session)) = (
+    let (
+        true,
+        Some(listen),
+        Some(server),
+        Some(csrf),
+        Some(rate_limit),
+        Some(session),
+        Some(websocket),
+    ) = (
         problems.is_empty(),
         listen,
         server,
         csrf,
         rate_limit,
         session,
-    ) else {
+        websocket,
+    )
+    else {
         return Err(ConfigError::Invalid(problems));
     };
     Ok(Config {
@@ -111,6 +123,7 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         log_level,
         routes: RouteTable::new(routes),
         session,
+        websocket,
     })
 }
 
@@ -382,6 +395,7 @@ fn validate_route(
         methods: methods?,
         max_body: max_body?,
         forward_cookies: route.forward_cookies.unwrap_or(auth == AuthMode::None),
+        websocket: route.websocket.unwrap_or(false),
     })
 }
 
@@ -632,5 +646,59 @@ fn validate_session(
             path: path?,
             extra_params,
         },
+    })
+}
+
+fn validate_websocket(w: &WebSocketFile, problems: &mut Vec<String>) -> Option<WebSocketSettings> {
+    let before = problems.len();
+    let mut allowed_origins = Vec::new();
+    for (i, origin) in w.allowed_origins.iter().flatten().enumerate() {
+        if let Some(origin) = check(
+            problems,
+            &format!("websocket.allowed_origins[{i}]"),
+            parse_origin(origin),
+        ) {
+            allowed_origins.push(origin);
+        }
+    }
+    let mut duration = |key: &str, value: &Option<String>, default: &str| {
+        check(
+            problems,
+            &format!("websocket.{key}"),
+            parse_duration(value.as_deref().unwrap_or(default)).and_then(|d| {
+                if d.is_zero() {
+                    Err("must be greater than zero".into())
+                } else {
+                    Ok(d)
+                }
+            }),
+        )
+    };
+    let idle_timeout = duration(
+        "idle_timeout",
+        &w.idle_timeout,
+        file::DEFAULT_WS_IDLE_TIMEOUT,
+    );
+    let max_lifetime = duration(
+        "max_lifetime",
+        &w.max_lifetime,
+        file::DEFAULT_WS_MAX_LIFETIME,
+    );
+    let max_per_session = match w.max_per_session {
+        Some(0) => {
+            problems.push("websocket.max_per_session: must be greater than zero".into());
+            None
+        }
+        other => Some(other.unwrap_or(file::DEFAULT_WS_MAX_PER_SESSION)),
+    };
+    if problems.len() != before {
+        return None;
+    }
+    Some(WebSocketSettings {
+        allowed_origins,
+        allow_missing_origin: w.allow_missing_origin.unwrap_or(false),
+        idle_timeout: idle_timeout?,
+        max_lifetime: max_lifetime?,
+        max_per_session: max_per_session?,
     })
 }

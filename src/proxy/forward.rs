@@ -63,6 +63,8 @@ pub(crate) struct Outgoing<'a, F> {
     pub fields: F,
     /// The client sent `Content-Length`.
     pub declared_length: bool,
+    /// A WebSocket handshake: a valid `101` is an answer.
+    pub upgrade: bool,
     /// The body.
     pub body: RequestBody,
 }
@@ -89,7 +91,7 @@ where
         req.uri,
         req.fields,
         req.declared_length,
-        false,
+        req.upgrade,
         req.body,
     );
     tokio::pin!(response);

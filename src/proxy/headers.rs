@@ -44,6 +44,9 @@ pub struct UpstreamHeaders<'a> {
     pub host: Option<&'a HeaderValue>,
     /// `http` or `https`: how the client reached cookiegate.
     pub proto: &'static str,
+    /// A WebSocket handshake: `Upgrade: websocket` goes on, with `Connection: upgrade`
+    /// (RFC 6455 §4.1: the upgrade is hop-by-hop, so each hop asks for it again).
+    pub websocket: bool,
 }
 
 /// Decides the request header policy for one request, without touching the client's fields
@@ -65,7 +68,11 @@ pub fn upstream_fields(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) -> 
             .collect(),
         drop_authorization: !policy.keep_client_authorization || policy.bearer.is_some(),
         forward_cookies: policy.forward_cookies,
+        websocket: policy.websocket,
         added: AddedFields {
+            connection: policy
+                .websocket
+                .then(|| HeaderValue::from_static("upgrade")),
             authorization: policy.bearer,
             client_ip: policy.client_ip.clone(),
             proto: HeaderValue::from_static(policy.proto),
@@ -82,6 +89,7 @@ pub struct UpstreamFields {
     connection: Vec<HeaderValue>,
     drop_authorization: bool,
     forward_cookies: bool,
+    websocket: bool,
     added: AddedFields,
 }
 
@@ -89,6 +97,9 @@ impl UpstreamFields {
     /// Whether a client field of this name goes upstream.
     pub fn keeps(&self, name: &HeaderName) -> bool {
         let text = name.as_str();
+        if self.websocket && text == "upgrade" {
+            return true;
+        }
         !(is_hop_by_hop(text, &self.connection)
             || is_client_forwarding(text)
             // `Expect: 100-continue` is answered by our own HTTP server; the upstream gets the
@@ -115,6 +126,7 @@ impl UpstreamFields {
 /// cookiegate saw itself.
 #[derive(Debug, Clone)]
 pub struct AddedFields {
+    connection: Option<HeaderValue>,
     authorization: Option<HeaderValue>,
     client_ip: HeaderValue,
     proto: HeaderValue,
@@ -123,10 +135,12 @@ pub struct AddedFields {
 }
 
 impl AddedFields {
-    /// The fields, in the order they are written: `Authorization`, `X-Forwarded-For`,
-    /// `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`, `Forwarded`.
+    /// The fields, in the order they are written: `Connection` (a WebSocket handshake only),
+    /// `Authorization`, `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
+    /// `Forwarded`.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         [
+            (&header::CONNECTION, self.connection.as_ref()),
             (&header::AUTHORIZATION, self.authorization.as_ref()),
             (&CLIENT_FORWARDING[1], Some(&self.client_ip)),
             (&CLIENT_FORWARDING[4], Some(&self.client_ip)),
@@ -350,6 +364,7 @@ mod tests {
             client_ip: ip,
             host,
             proto: "http",
+            websocket: false,
         }
     }
 

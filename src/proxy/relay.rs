@@ -227,6 +227,11 @@ impl AccessLog {
         self.route = Some(prefix);
     }
 
+    /// The request's path (without its query).
+    pub(crate) fn path(&self) -> &str {
+        &self.path
+    }
+
     /// The route the request matched, once known.
     pub(crate) fn route(&self) -> Option<Arc<str>> {
         self.route.clone()

@@ -321,13 +321,6 @@ pub(crate) struct UpstreamBody<B> {
 
 /// The raw upstream connection after a `101 Switching Protocols`, and the bytes of the new
 /// protocol that arrived with the head.
-#[cfg_attr(
-    not(test),
-    expect(
-        dead_code,
-        reason = "the WebSocket relay (issue 11) takes the connection over"
-    )
-)]
 pub(crate) struct Upgraded {
     /// The stream (plain TCP or TLS).
     pub(crate) io: Box<Io>,
@@ -370,13 +363,6 @@ impl<B: Body<Data = Bytes> + Unpin> UpstreamBody<B> {
     }
 
     /// After a `101` answer: the raw connection, for the caller to carry the new protocol.
-    #[cfg_attr(
-        not(test),
-        expect(
-            dead_code,
-            reason = "the WebSocket relay (issue 11) takes the connection over"
-        )
-    )]
     /// `None` for any other answer. A request body still being sent is dropped (a request
     /// asking for an upgrade has none).
     pub(crate) fn into_upgraded(mut self) -> Option<Upgraded> {

@@ -23,3 +23,4 @@ mod support;
 mod tls;
 mod trust;
 mod upstream_h1;
+mod websocket;
