@@ -597,4 +597,29 @@ auth = "session"
         let (route, _) = cfg.routes.find("/api/x").unwrap();
         assert_eq!(route.auth, AuthMode::Session);
     }
+
+    #[test]
+    fn websocket_settings_have_defaults_and_problems() {
+        let cfg = Config::from_toml_str(
+            "[[routes]]\nprefix = \"/ws\"\nupstream = \"http://h\"\nwebsocket = true\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.websocket.idle_timeout, Duration::from_secs(300));
+        assert_eq!(cfg.websocket.max_lifetime, Duration::from_secs(24 * 3600));
+        assert_eq!(cfg.websocket.max_per_session, 16);
+        assert!(!cfg.websocket.allow_missing_origin);
+        assert!(cfg.routes.find("/ws/x").unwrap().0.websocket);
+        let found = problems(
+            "[websocket]\nallowed_origins = [\"evil.example\"]\nidle_timeout = \"0s\"\nmax_per_session = 0\n\
+             [[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\n",
+        );
+        assert_problems(
+            &found,
+            &[
+                "websocket.allowed_origins[0]: `evil.example` must look like",
+                "websocket.idle_timeout: must be greater than zero",
+                "websocket.max_per_session: must be greater than zero",
+            ],
+        );
+    }
 }
