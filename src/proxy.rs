@@ -274,7 +274,9 @@ async fn proxy(
             websocket: forward.websocket.is_some(),
         },
     );
-    let websocket_key = parts.headers.get("sec-websocket-key").cloned();
+    let websocket_key = forward
+        .websocket
+        .and_then(|_| parts.headers.get("sec-websocket-key").cloned());
     let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
     let body = LimitedBody::new(
         incoming,

@@ -429,6 +429,11 @@ impl RouteTable {
         routes
     }
 
+    /// Whether any route carries WebSockets.
+    pub fn has_websocket(&self) -> bool {
+        self.routes.iter().any(|r| r.websocket)
+    }
+
     /// Whether any route goes to an `https` upstream.
     pub fn has_https(&self) -> bool {
         self.routes.iter().any(|r| r.upstream.is_https())

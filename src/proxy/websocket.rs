@@ -43,11 +43,14 @@ const SESSION_CHECK_EVERY: Duration = Duration::from_millis(500);
 /// `Connection` list holding `upgrade`, all case-insensitive (Firefox sends
 /// `Connection: keep-alive, Upgrade`).
 pub(crate) fn is_upgrade(method: &Method, headers: &HeaderMap) -> bool {
-    method == Method::GET
-        && headers
-            .get_all(UPGRADE)
-            .iter()
-            .any(|v| has_token(v.as_bytes(), b"websocket"))
+    // One probe for the common case, a request that asks for no upgrade at all.
+    if method != Method::GET || !headers.contains_key(UPGRADE) {
+        return false;
+    }
+    headers
+        .get_all(UPGRADE)
+        .iter()
+        .any(|v| has_token(v.as_bytes(), b"websocket"))
         && headers
             .get_all(CONNECTION)
             .iter()
