@@ -20,7 +20,7 @@ use http::{Request, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
-use crate::admission::{self, Admitted, AuthRequest, Facts};
+use crate::admission::{self, Admitted, AuthRequest, Facts, Forward};
 use crate::auth::oidc::{Endpoint, TokenHandler};
 use crate::config::Config;
 use crate::error::{self, BoxError, Fault, ProxyError};
@@ -178,7 +178,7 @@ pub(crate) async fn handle(
 async fn proxy(
     state: &Arc<AppState>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
@@ -222,46 +222,15 @@ async fn proxy(
             return Err(err);
         }
     };
+    if forward.websocket.is_some() {
+        // Boxed: the handshake's own state stays out of every plain request's future.
+        return Box::pin(websocket_forward(state, conn, req, forward, log)).await;
+    }
+    let mut forward = forward;
     let route = forward.route;
-    // A WebSocket: the client's side of the upgrade, taken before the request is split.
-    let client_upgrade = forward
-        .websocket
-        .is_some()
-        .then(|| hyper::upgrade::on(&mut req));
-    let socket_session =
-        forward
-            .websocket
-            .and(forward.session.as_ref())
-            .map(|s| websocket::SocketSession {
-                id: s.id.clone(),
-                sid: s.sid.clone(),
-                sub: s.sub.clone(),
-                issued_at: s.issued_at,
-                expires_at: s.expires_at,
-            });
-
     let (mut parts, incoming) = req.into_parts();
-    // A session route: the session's access token, refreshed first when it is about to expire
-    // (the new cookie then goes back with the answer).
-    let (bearer, session_cookies) = match (forward.session, &state.tokens) {
-        (Some(session), Some(tokens)) => {
-            let (bearer, cookies) = tokens
-                .bearer_for(
-                    &state.client,
-                    &state.guards.revocations,
-                    *session,
-                    &parts.headers,
-                )
-                .await?;
-            (Some(bearer), cookies)
-        }
-        _ => (forward.bearer, Vec::new()),
-    };
-    let client_ip = if forward.client.ip == conn.peer {
-        conn.client_ip.clone()
-    } else {
-        headers::ip_header_value(forward.client.ip)
-    };
+    let (bearer, session_cookies) = bearer_of(state, &mut forward, &parts.headers).await?;
+    let client_ip = client_ip_value(conn, &forward);
     let fields = headers::upstream_fields(
         &mut parts.headers,
         UpstreamHeaders {
@@ -271,12 +240,9 @@ async fn proxy(
             client_ip: &client_ip,
             host: forward.client.host.as_ref(),
             proto: forward.client.proto.as_str(),
-            websocket: forward.websocket.is_some(),
+            websocket: false,
         },
     );
-    let websocket_key = forward
-        .websocket
-        .and_then(|_| parts.headers.get("sec-websocket-key").cloned());
     let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
     let body = LimitedBody::new(
         incoming,
@@ -291,7 +257,7 @@ async fn proxy(
             uri: &forward.uri,
             fields: fields.iter(&parts.headers),
             declared_length: parts.headers.contains_key(CONTENT_LENGTH),
-            upgrade: forward.websocket.is_some(),
+            upgrade: false,
             body,
         },
         config.server.upstream_timeout,
@@ -300,71 +266,6 @@ async fn proxy(
     .await?;
 
     let (mut parts, body) = res.into_parts();
-    if let (Some(socket_key), Some(client_upgrade), StatusCode::SWITCHING_PROTOCOLS) =
-        (forward.websocket, client_upgrade, parts.status)
-    {
-        if !websocket::is_valid_switch(websocket_key.as_ref(), &parts.headers) {
-            return Err(ProxyError::UpstreamUnreachable(
-                "the upstream's 101 is not a valid WebSocket handshake".into(),
-            ));
-        }
-        let upstream = body
-            .into_upgraded()
-            .ok_or(ProxyError::Internal("a valid 101 without its connection"))?;
-        parts.headers.insert(
-            http::header::CONNECTION,
-            HeaderValue::from_static("upgrade"),
-        );
-        for cookie in session_cookies {
-            parts.headers.append(http::header::SET_COOKIE, cookie);
-        }
-        conn.upgraded
-            .store(true, std::sync::atomic::Ordering::Relaxed);
-        // The socket logs its own line when it closes; the handshake's is dropped.
-        let path = log
-            .take()
-            .map_or_else(String::new, |l| l.path().to_string());
-        let state = state.clone();
-        let route_prefix = route.prefix.shared();
-        // Detached: the socket lives past this request; `Sockets` counts it, and shutdown
-        // closes it after the grace period.
-        tokio::spawn(async move {
-            let started = tokio::time::Instant::now();
-            let Ok(client) = client_upgrade.await else {
-                return;
-            };
-            let sockets = &state.guards.sockets;
-            let Some(_slot) = sockets.take(socket_key, state.config.websocket.max_per_session)
-            else {
-                websocket::log_close(
-                    &route_prefix,
-                    &path,
-                    started,
-                    &websocket::Moved::default(),
-                    websocket::Ending::TooMany,
-                );
-                return;
-            };
-            let mut moved = websocket::Moved::default();
-            let ending = websocket::splice(
-                hyper_util::rt::TokioIo::new(client),
-                upstream.io,
-                upstream.read,
-                &state.config.websocket,
-                sockets,
-                &state.guards.revocations,
-                socket_session.as_ref(),
-                &mut moved,
-            )
-            .await;
-            websocket::log_close(&route_prefix, &path, started, &moved, ending);
-        });
-        parts.version = Version::HTTP_11;
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::fixed(bytes::Bytes::new(), None),
-        ));
-    }
     headers::to_client(&mut parts.headers);
     for cookie in session_cookies {
         parts.headers.append(http::header::SET_COOKIE, cookie);
@@ -381,6 +282,174 @@ async fn proxy(
             config.server.idle_timeout,
             log.take(),
         ),
+    ))
+}
+
+/// The bearer for an admitted request, and the `Set-Cookie` values of a refreshed session: on
+/// a session route, the session's access token, refreshed first when it is about to expire.
+async fn bearer_of(
+    state: &AppState,
+    forward: &mut Forward<'_>,
+    headers: &http::HeaderMap,
+) -> Result<(Option<HeaderValue>, Vec<HeaderValue>), ProxyError> {
+    match (forward.session.take(), &state.tokens) {
+        (Some(session), Some(tokens)) => {
+            let (bearer, cookies) = tokens
+                .bearer_for(&state.client, &state.guards.revocations, *session, headers)
+                .await?;
+            Ok((Some(bearer), cookies))
+        }
+        _ => Ok((forward.bearer.take(), Vec::new())),
+    }
+}
+
+/// The client's IP as a header value (the connection's, built once, when it is the peer).
+fn client_ip_value(conn: &ConnInfo, forward: &Forward<'_>) -> HeaderValue {
+    if forward.client.ip == conn.peer {
+        conn.client_ip.clone()
+    } else {
+        headers::ip_header_value(forward.client.ip)
+    }
+}
+
+/// A WebSocket handshake: sent upstream with its upgrade fields; a valid `101` hands both
+/// connections to a socket task ([`websocket::splice`]); any other answer is relayed.
+async fn websocket_forward(
+    state: &Arc<AppState>,
+    conn: &ConnInfo,
+    mut req: Request<Incoming>,
+    mut forward: Forward<'_>,
+    log: &mut Option<AccessLog>,
+) -> Result<Response<ResponseBody>, ProxyError> {
+    let config = &state.config;
+    let route = forward.route;
+    let socket_key = forward.websocket.flatten();
+    // The client's side of the upgrade, taken before the request is split.
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    let socket_session = forward.session.as_ref().map(|s| websocket::SocketSession {
+        id: s.id.clone(),
+        sid: s.sid.clone(),
+        sub: s.sub.clone(),
+        issued_at: s.issued_at,
+        expires_at: s.expires_at,
+    });
+    let (mut parts, incoming) = req.into_parts();
+    let (bearer, session_cookies) = bearer_of(state, &mut forward, &parts.headers).await?;
+    let client_ip = client_ip_value(conn, &forward);
+    let fields = headers::upstream_fields(
+        &mut parts.headers,
+        UpstreamHeaders {
+            bearer,
+            keep_client_authorization: route.auth == crate::auth::AuthMode::None,
+            forward_cookies: route.forward_cookies,
+            client_ip: &client_ip,
+            host: forward.client.host.as_ref(),
+            proto: forward.client.proto.as_str(),
+            websocket: true,
+        },
+    );
+    let websocket_key = parts.headers.get("sec-websocket-key").cloned();
+    let body = LimitedBody::new(
+        incoming,
+        route.max_body.as_u64(),
+        config.server.idle_timeout,
+        None,
+    );
+    let res = forward::send(
+        &state.client,
+        forward::Outgoing {
+            method: &parts.method,
+            uri: &forward.uri,
+            fields: fields.iter(&parts.headers),
+            declared_length: parts.headers.contains_key(CONTENT_LENGTH),
+            upgrade: true,
+            body,
+        },
+        config.server.upstream_timeout,
+        None,
+    )
+    .await?;
+
+    let (mut parts, body) = res.into_parts();
+    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+        // The upstream refused the socket: its answer goes to the client as any answer does.
+        headers::to_client(&mut parts.headers);
+        for cookie in session_cookies {
+            parts.headers.append(http::header::SET_COOKIE, cookie);
+        }
+        parts.version = Version::HTTP_11;
+        if let Some(log) = log {
+            log.set_status(parts.status);
+        }
+        return Ok(Response::from_parts(
+            parts,
+            ResponseBody::upstream(
+                body,
+                route.prefix.shared(),
+                config.server.idle_timeout,
+                log.take(),
+            ),
+        ));
+    }
+    if !websocket::is_valid_switch(websocket_key.as_ref(), &parts.headers) {
+        return Err(ProxyError::UpstreamUnreachable(
+            "the upstream's 101 is not a valid WebSocket handshake".into(),
+        ));
+    }
+    let upstream = body
+        .into_upgraded()
+        .ok_or(ProxyError::Internal("a valid 101 without its connection"))?;
+    parts.headers.insert(
+        http::header::CONNECTION,
+        HeaderValue::from_static("upgrade"),
+    );
+    for cookie in session_cookies {
+        parts.headers.append(http::header::SET_COOKIE, cookie);
+    }
+    conn.upgraded
+        .store(true, std::sync::atomic::Ordering::Relaxed);
+    // The socket logs its own line when it closes; the handshake's is dropped.
+    let path = log
+        .take()
+        .map_or_else(String::new, |l| l.path().to_string());
+    let state = state.clone();
+    let route_prefix = route.prefix.shared();
+    // Detached: the socket lives past this request; `Sockets` counts it, and shutdown closes
+    // it after the grace period.
+    tokio::spawn(async move {
+        let started = tokio::time::Instant::now();
+        let Ok(client) = client_upgrade.await else {
+            return;
+        };
+        let sockets = &state.guards.sockets;
+        let Some(_slot) = sockets.take(socket_key, state.config.websocket.max_per_session) else {
+            websocket::log_close(
+                &route_prefix,
+                &path,
+                started,
+                &websocket::Moved::default(),
+                websocket::Ending::TooMany,
+            );
+            return;
+        };
+        let mut moved = websocket::Moved::default();
+        let ending = websocket::splice(
+            hyper_util::rt::TokioIo::new(client),
+            upstream.io,
+            upstream.read,
+            &state.config.websocket,
+            sockets,
+            &state.guards.revocations,
+            socket_session.as_ref(),
+            &mut moved,
+        )
+        .await;
+        websocket::log_close(&route_prefix, &path, started, &moved, ending);
+    });
+    parts.version = Version::HTTP_11;
+    Ok(Response::from_parts(
+        parts,
+        ResponseBody::fixed(bytes::Bytes::new(), None),
     ))
 }
 
