@@ -99,7 +99,9 @@ async fn handshake(gateway: &Gateway, path: &str, extra: &str) -> (TcpStream, St
     let head = format!(
         "GET {path} HTTP/1.1\r\nhost: {host}\r\nupgrade: websocket\r\nconnection: Upgrade\r\n\
          sec-websocket-key: {KEY}\r\nsec-websocket-version: 13\r\n\
-         sec-websocket-protocol: chat, superchat\r\ncookie: auth_token=tok\r\n{extra}\r\n",
+         sec-websocket-protocol: chat, superchat\r\n\
+         sec-websocket-extensions: permessage-deflate; client_max_window_bits\r\n\
+         cookie: auth_token=tok\r\n{extra}\r\n",
         host = gateway.addr
     );
     stream.write_all(head.as_bytes()).await.unwrap();
@@ -156,10 +158,14 @@ async fn a_socket_opens_with_the_bearer_and_carries_every_byte_both_ways() {
     assert_eq!(seen.fields("sec-websocket-key"), [KEY]);
     assert_eq!(seen.fields("sec-websocket-version"), ["13"]);
     assert_eq!(seen.fields("sec-websocket-protocol"), ["chat, superchat"]);
+    assert_eq!(
+        seen.fields("sec-websocket-extensions"),
+        ["permessage-deflate; client_max_window_bits"]
+    );
     assert_eq!(seen.fields("origin"), [format!("http://{}", gw.addr)]);
     assert!(seen.fields("cookie").is_empty());
-    // Every byte value, 4 MiB, both ways at once, byte-exact.
-    let payload = all_bytes(16 * 1024);
+    // Every byte value, 16 MiB, both ways at once, byte-exact.
+    let payload = all_bytes(64 * 1024);
     let (mut read, mut write) = stream.split();
     let send = async {
         write.write_all(&payload).await.unwrap();
@@ -370,4 +376,83 @@ async fn a_sessions_sockets_close_when_it_logs_out_here_or_at_the_idp() {
     );
     gw.stop().await;
     idp.stop().await;
+}
+
+#[tokio::test]
+async fn two_sockets_never_cross() {
+    let up = upstream(switch).await;
+    let gw = gateway(&up, "").await;
+    let (mut a, head_a) = handshake(&gw, "/ws/a", &origin(&gw)).await;
+    let (mut b, head_b) = handshake(&gw, "/ws/b", &origin(&gw)).await;
+    assert!(head_a.starts_with("HTTP/1.1 101") && head_b.starts_with("HTTP/1.1 101"));
+    for round in 0..50u8 {
+        let (pa, pb) = (vec![b'a'; 1000 + usize::from(round)], vec![b'b'; 2000]);
+        a.write_all(&pa).await.unwrap();
+        b.write_all(&pb).await.unwrap();
+        let mut back_a = vec![0u8; pa.len()];
+        let mut back_b = vec![0u8; pb.len()];
+        a.read_exact(&mut back_a).await.unwrap();
+        b.read_exact(&mut back_b).await.unwrap();
+        assert!(back_a == pa && back_b == pb, "round {round}");
+    }
+    drop((a, b));
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_socket_ends_at_max_lifetime_and_when_either_side_vanishes() {
+    let up = upstream(switch).await;
+    let gw = gateway(&up, "max_lifetime = \"600ms\"").await;
+    // Busy, but past its lifetime: closed.
+    let (mut stream, head) = handshake(&gw, "/ws/x", &origin(&gw)).await;
+    assert!(head.starts_with("HTTP/1.1 101"));
+    let ended = tokio::time::timeout(Duration::from_secs(5), async {
+        let mut buf = [0u8; 64];
+        loop {
+            if stream.write_all(b"ping").await.is_err() {
+                return;
+            }
+            match stream.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "max_lifetime did not close the socket");
+    gw.stop().await;
+
+    // The client vanishes mid-frame: the upstream's side is closed too (its echo loop ends,
+    // which `finish` waits for).
+    let up = upstream(switch).await;
+    let gw = gateway(&up, "").await;
+    let (mut stream, _) = handshake(&gw, "/ws/x", &origin(&gw)).await;
+    stream.write_all(&[0x82, 0x7e, 0x10]).await.unwrap(); // half a binary frame header
+    drop(stream);
+    gw.stop().await;
+    within("the upstream's side to close", up.finish()).await;
+
+    // The upstream vanishes mid-frame: the client reads the end.
+    let up = TestUpstream::builder()
+        .raw(|mut wire| async move {
+            let received = wire.head().await.unwrap();
+            let key = received.fields("sec-websocket-key")[0].clone();
+            wire.send(switch(&key).unwrap().as_bytes()).await;
+            wire.send(&[0x81, 0x05, b'h', b'e']).await; // a text frame cut short
+        })
+        .start()
+        .await;
+    let gw = gateway(&up, "").await;
+    let (mut stream, head) = handshake(&gw, "/ws/x", &origin(&gw)).await;
+    assert!(head.starts_with("HTTP/1.1 101"));
+    let mut rest = Vec::new();
+    within("the client to see the end", stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+    assert_eq!(
+        rest,
+        [0x81, 0x05, b'h', b'e'],
+        "what came went through, then the end"
+    );
+    gw.stop().await;
 }
