@@ -33,7 +33,7 @@ use http::header::{HOST, HeaderMap, HeaderValue};
 use http::{Method, Uri};
 
 use crate::auth::oidc::{Endpoint, TokenHandler, session_ref};
-use crate::auth::session::Session;
+use crate::auth::opened::Opened;
 use crate::auth::{AuthMode, SessionError, extract_session};
 use crate::config::{Config, SessionSettings};
 use crate::error::ProxyError;
@@ -41,6 +41,7 @@ use crate::guard::{self, FramingReject, Guards};
 use crate::proxy::websocket::{OriginReject, check_origin, is_upgrade};
 use crate::routing::{Route, UriError, is_forwardable};
 use crate::trust::{self, Client, Proto};
+use std::sync::Arc;
 
 /// What [`admit`] needs to know about one request.
 #[derive(Debug)]
@@ -86,7 +87,7 @@ pub struct AuthRequest {
     /// Which endpoint.
     pub(crate) endpoint: Endpoint,
     /// The request's session, when it carries a valid one.
-    pub(crate) session: Option<Box<Session>>,
+    pub(crate) session: Option<Arc<Opened>>,
 }
 
 /// Everything the pipeline needs to forward an admitted request.
@@ -102,7 +103,7 @@ pub struct Forward<'c> {
     pub bearer: Option<HeaderValue>,
     /// On `auth = "session"` routes, the user's session: the pipeline takes its access token,
     /// refreshed first when it is about to expire.
-    pub(crate) session: Option<Box<Session>>,
+    pub(crate) session: Option<Arc<Opened>>,
     /// A WebSocket handshake, with the key its sockets are counted under (the session's or the
     /// cookie's fingerprint; `None` on routes without a credential).
     pub(crate) websocket: Option<Option<u64>>,
@@ -192,7 +193,7 @@ pub fn admit<'c>(
     };
     let credential = || match (&cookie, &session) {
         (Ok(Some(token)), _) => Some(token.fingerprint()),
-        (_, Ok(Some(session))) => Some(fingerprint(session.id.as_bytes())),
+        (_, Ok(Some(opened))) => Some(fingerprint(opened.session.id.as_bytes())),
         _ => None,
     };
     rate_limit(guards, &client, credential)?;
@@ -260,7 +261,7 @@ fn admit_auth<'c>(
         _ => Ok(None),
     };
     rate_limit(guards, &client, || match &session {
-        Ok(Some(session)) => Some(fingerprint(session.id.as_bytes())),
+        Ok(Some(opened)) => Some(fingerprint(opened.session.id.as_bytes())),
         _ => None,
     })?;
     if endpoint == Endpoint::Backchannel
@@ -331,25 +332,24 @@ fn session_of(
     settings: &SessionSettings,
     guards: &Guards,
     req: &Facts<'_>,
-) -> Result<Option<Box<Session>>, ProxyError> {
+) -> Result<Option<Arc<Opened>>, ProxyError> {
     let refused = |error: ProxyError| ProxyError::WithCookies {
         error: Box::new(error),
         cookies: TokenHandler::clear_session(settings, req.headers),
     };
-    let session = match TokenHandler::open_session(settings, req.headers) {
-        Ok(Some(session)) => session,
+    let opened = match TokenHandler::open_session(settings, &guards.opened, req.headers) {
+        Ok(Some(opened)) => opened,
         Ok(None) => return Ok(None),
         // Tampered, truncated, sealed with a key no longer configured, or tossed twice.
         Err(_) => return Err(refused(ProxyError::MissingSession)),
     };
-    if session.is_expired(req.now) {
+    if opened.session.is_expired(req.now) {
         return Err(refused(ProxyError::SessionExpired));
     }
-    if guards.revocations.is_revoked(session_ref(&session)) {
+    if guards.revocations.is_revoked(session_ref(&opened.session)) {
         return Err(refused(ProxyError::MissingSession));
     }
-    // Boxed: a session is a few hundred bytes, and the admitted request moves by value.
-    Ok(Some(Box::new(session)))
+    Ok(Some(opened))
 }
 
 /// A keyed fingerprint of a session id for the rate limiter.

@@ -10,6 +10,7 @@
 pub mod cookie;
 pub(crate) mod jwt;
 pub(crate) mod oidc;
+pub(crate) mod opened;
 pub(crate) mod refresh;
 pub(crate) mod revocation;
 pub(crate) mod session;

@@ -28,6 +28,8 @@ pub struct Guards {
     pub(crate) revocations: crate::auth::revocation::Revocations,
     /// Open WebSockets (the per-session cap, shutdown).
     pub(crate) sockets: crate::proxy::websocket::Sockets,
+    /// Sessions already opened, by cookie value.
+    pub(crate) opened: crate::auth::opened::OpenedCache,
 }
 
 impl Guards {
@@ -41,6 +43,7 @@ impl Guards {
                 .map(|r| ClientLimiter::new(r.per_second, r.burst, r.key)),
             revocations: crate::auth::revocation::Revocations::default(),
             sockets: crate::proxy::websocket::Sockets::default(),
+            opened: crate::auth::opened::OpenedCache::default(),
         }
     }
 }

@@ -78,7 +78,7 @@ impl AppState {
         }
         self.client.sweep();
         match &self.tokens {
-            Some(tokens) => tokens.sweep(&self.guards.revocations),
+            Some(tokens) => tokens.sweep(&self.guards.revocations, &self.guards.opened),
             None => self.guards.revocations.sweep(crate::auth::oidc::now()),
         }
     }
@@ -295,7 +295,7 @@ async fn bearer_of(
     match (forward.session.take(), &state.tokens) {
         (Some(session), Some(tokens)) => {
             let (bearer, cookies) = tokens
-                .bearer_for(&state.client, &state.guards.revocations, *session, headers)
+                .bearer_for(&state.client, &state.guards.revocations, session, headers)
                 .await?;
             Ok((Some(bearer), cookies))
         }
@@ -327,11 +327,11 @@ async fn websocket_forward(
     // The client's side of the upgrade, taken before the request is split.
     let client_upgrade = hyper::upgrade::on(&mut req);
     let socket_session = forward.session.as_ref().map(|s| websocket::SocketSession {
-        id: s.id.clone(),
-        sid: s.sid.clone(),
-        sub: s.sub.clone(),
-        issued_at: s.issued_at,
-        expires_at: s.expires_at,
+        id: s.session.id.clone(),
+        sid: s.session.sid.clone(),
+        sub: s.session.sub.clone(),
+        issued_at: s.session.issued_at,
+        expires_at: s.session.expires_at,
     });
     let (mut parts, incoming) = req.into_parts();
     let (bearer, session_cookies) = bearer_of(state, &mut forward, &parts.headers).await?;
@@ -475,12 +475,12 @@ async fn token_endpoint(
                 .await?
         }
         Endpoint::User => match &auth.session {
-            Some(session) => tokens.user(session)?,
+            Some(opened) => tokens.user(&opened.session)?,
             None => return Err(ProxyError::MissingSession),
         },
         Endpoint::Logout => {
             tokens
-                .logout(client, revocations, auth.session.map(|s| *s), req.headers())
+                .logout(client, revocations, auth.session, req.headers())
                 .await?
         }
         Endpoint::Backchannel => {

@@ -32,6 +32,7 @@ use serde::{Deserialize, Serialize};
 
 use super::CookieName;
 use super::jwt::{AlgSet, JtiCache, Jwks, JwtError, TokenPolicy};
+use super::opened::{Opened, OpenedCache};
 use super::refresh::{self, Outcome, Refresher};
 use super::revocation::{Revocations, SessionRef};
 use super::session::chunk::{self, CookieAttrs, SameSite};
@@ -303,14 +304,27 @@ impl TokenHandler {
     ///
     /// # Errors
     /// When a session cookie is present but is not an authentic session.
+    ///
+    /// A cookie value opened before is found in `cache` (compared whole) instead of being
+    /// decrypted and parsed again.
     pub(crate) fn open_session(
         settings: &SessionSettings,
+        cache: &OpenedCache,
         headers: &HeaderMap,
-    ) -> Result<Option<Session>, super::session::OpenError> {
+    ) -> Result<Option<Arc<Opened>>, super::session::OpenError> {
         let Some(value) = chunk::assemble(headers, &settings.cookie)? else {
             return Ok(None);
         };
-        Session::open(&settings.keys, &settings.cookie, &value).map(Some)
+        if let Some(opened) = cache.get(&value) {
+            return Ok(Some(opened));
+        }
+        let session = Session::open(&settings.keys, &settings.cookie, &value)?;
+        let Ok(bearer) = bearer(&session.access_token) else {
+            return Err(super::session::OpenError::Payload);
+        };
+        let opened = Arc::new(Opened { session, bearer });
+        cache.insert(&value, opened.clone());
+        Ok(Some(opened))
     }
 
     /// `Set-Cookie` values that delete every session cookie the request carries.
@@ -786,17 +800,18 @@ impl TokenHandler {
         &self,
         client: &Arc<UpstreamClient>,
         revocations: &Revocations,
-        session: Option<Session>,
+        session: Option<Arc<Opened>>,
         request: &HeaderMap,
     ) -> Result<Response<Bytes>, ProxyError> {
         let cookies = Self::clear_session(&self.settings, request);
-        let Some(session) = session else {
+        let Some(opened) = session else {
             return json_response(
                 StatusCode::OK,
                 &serde_json::json!({ "logout_url": null }),
                 cookies,
             );
         };
+        let session = &opened.session;
         revocations.revoke_session(&session.id, session.expires_at);
         // The cookie is refused from now on whatever the IdP says; without a provider (IdP
         // down) there is no logout URL and no revocation, and the logout still holds here.
@@ -890,19 +905,20 @@ impl TokenHandler {
         &self,
         client: &Arc<UpstreamClient>,
         revocations: &Revocations,
-        session: Session,
+        opened: Arc<Opened>,
         request: &HeaderMap,
     ) -> Result<(HeaderValue, Vec<HeaderValue>), ProxyError> {
         let now = now();
         let margin = self.settings.oidc.refresh_before.as_secs();
+        let session = &opened.session;
         if session.access_expires_at > now + margin {
-            return Ok((bearer(&session.access_token)?, Vec::new()));
+            return Ok((opened.bearer.clone(), Vec::new()));
         }
         let Some(refresh_token) = session.refresh_token.clone() else {
             if session.access_expires_at > now {
-                return Ok((bearer(&session.access_token)?, Vec::new()));
+                return Ok((opened.bearer.clone(), Vec::new()));
             }
-            return Err(self.expired(revocations, &session, request));
+            return Err(self.expired(revocations, session, request));
         };
         let provider = self.provider(client).await?;
         let outcome = self
@@ -921,7 +937,7 @@ impl TokenHandler {
                 let cookies = self.set_session(&new, request)?;
                 Ok((bearer(&new.access_token)?, cookies))
             }
-            Outcome::Expired => Err(self.expired(revocations, &session, request)),
+            Outcome::Expired => Err(self.expired(revocations, session, request)),
             Outcome::Failed(504) => Err(ProxyError::IdpTimeout),
             Outcome::Failed(503) => Err(ProxyError::IdpUnavailable),
             Outcome::Failed(_) => Err(ProxyError::IdpUnreachable(
@@ -953,8 +969,9 @@ impl TokenHandler {
     }
 
     /// Forgets used login states, refresh outcomes past their grace, and old revocations.
-    pub(crate) fn sweep(&self, revocations: &Revocations) {
+    pub(crate) fn sweep(&self, revocations: &Revocations, opened: &OpenedCache) {
         let now = now();
+        opened.sweep(now);
         self.used_states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
