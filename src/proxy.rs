@@ -409,9 +409,7 @@ async fn websocket_forward(
     conn.upgraded
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // The socket logs its own line when it closes; the handshake's is dropped.
-    let path = log
-        .take()
-        .map_or_else(String::new, |l| l.path().to_string());
+    let path = log.take().map_or_else(String::new, AccessLog::replace);
     let state = state.clone();
     let route_prefix = route.prefix.shared();
     // Detached: the socket lives past this request; `Sockets` counts it, and shutdown closes

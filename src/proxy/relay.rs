@@ -201,6 +201,8 @@ pub(crate) struct AccessLog {
     start: Instant,
     complete: bool,
     failure: Option<&'static str>,
+    /// Another line replaces this one (a WebSocket logs its own when it closes).
+    replaced: bool,
 }
 
 impl AccessLog {
@@ -219,6 +221,7 @@ impl AccessLog {
             start,
             complete: false,
             failure: None,
+            replaced: false,
         })
     }
 
@@ -227,9 +230,10 @@ impl AccessLog {
         self.route = Some(prefix);
     }
 
-    /// The request's path (without its query).
-    pub(crate) fn path(&self) -> &str {
-        &self.path
+    /// Drops this line without writing it (another line takes its place); its path.
+    pub(crate) fn replace(mut self) -> String {
+        self.replaced = true;
+        self.path.to_string()
     }
 
     /// The route the request matched, once known.
@@ -245,6 +249,9 @@ impl AccessLog {
 
 impl Drop for AccessLog {
     fn drop(&mut self) {
+        if self.replaced {
+            return;
+        }
         let outcome = match (self.complete, self.failure) {
             (true, _) => "complete",
             (false, Some(why)) => why,

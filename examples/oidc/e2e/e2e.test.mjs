@@ -6,6 +6,7 @@
 //   APP_URL     the app through cookiegate (http://127.0.0.1:<port>)
 //   TOKEN_TTL   the IdP's access-token lifetime, seconds
 //   SCREENSHOT  where to save the screenshot of the logged-in page
+//   EVIL_URL    a page on another origin that tries to open the app's socket
 
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -19,6 +20,7 @@ const env = (name) => {
 const APP_URL = env('APP_URL');
 const TOKEN_TTL = Number(env('TOKEN_TTL'));
 const SCREENSHOT = env('SCREENSHOT');
+const EVIL_URL = env('EVIL_URL');
 
 let browser;
 let page;
@@ -86,8 +88,27 @@ test('the API gets a verified bearer, and a refreshed one after the token expire
   await page.screenshot({ path: SCREENSHOT });
 });
 
-test('log out: the session ends and the API closes again', async () => {
+test('the page opens a live socket with the session (the cookie is the only credential)', async () => {
+  await page.click('#live');
+  await page.waitForFunction(() => document.getElementById('socket').textContent === 'open');
+  await page.waitForFunction(() => document.getElementById('messages').textContent.includes('ping from the page'));
+  const messages = await page.textContent('#messages');
+  assert.match(messages, /^hello alice\n/, 'the upstream saw the bearer of alice');
+});
+
+test('a page on another origin cannot open the socket (cross-site WebSocket hijacking)', async () => {
+  const evil = await page.context().newPage();
+  await evil.goto(EVIL_URL);
+  await evil.waitForFunction(() => document.title === 'opened' || document.title === 'refused');
+  assert.equal(await evil.title(), 'refused');
+  await evil.close();
+});
+
+test('log out: the session ends, its socket closes, and the API closes again', async () => {
+  assert.equal(await page.textContent('#socket'), 'open');
   await page.click('#logout');
+  await page.waitForFunction(() => document.getElementById('socket').textContent === 'closed',
+    null, { timeout: 3000 });
   await page.waitForSelector('#login');
   assert.equal(await page.textContent('#status'), 'Not logged in.');
   assert.match(await page.textContent('#api'), /IdP logout URL given/);

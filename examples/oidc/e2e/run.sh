@@ -47,11 +47,11 @@ cleanup() {
 trap cleanup EXIT
 
 # Free loopback ports for the app and cookiegate (the IdP picks its own).
-read -r app_port gw_port < <(node -e '
+read -r app_port gw_port evil_port < <(node -e '
   const net = require("node:net");
   (async () => {
     const servers = [];
-    for (let i = 0; i < 2; i++) {
+    for (let i = 0; i < 3; i++) {
       const s = net.createServer();
       await new Promise((ok) => s.listen(0, "127.0.0.1", ok));
       servers.push(s);
@@ -70,6 +70,21 @@ for _ in $(seq 100); do [ -s "$run/idp.out" ] && break; sleep 0.1; done
 issuer=$(node -e 'console.log(JSON.parse(require("fs").readFileSync(process.argv[1], "utf8").split("\n")[0]).issuer)' "$run/idp.out")
 
 ISSUER="$issuer" APP_PORT=$app_port node "$example/app.mjs" 2>"$run/app.log" &
+pids+=($!)
+
+# Another origin (another port) with a page that tries to open the app's socket with the
+# user's cookies, and reports in its title whether it could.
+node -e '
+  const [port, target] = process.argv.slice(1);
+  const page = `<!doctype html><title>trying</title><script>
+    const ws = new WebSocket(${JSON.stringify(target)});
+    ws.onopen = () => { document.title = "opened"; };
+    ws.onerror = ws.onclose = () => { if (document.title !== "opened") document.title = "refused"; };
+  </script>`;
+  require("node:http").createServer((req, res) => {
+    res.writeHead(200, { "content-type": "text/html" });
+    res.end(page);
+  }).listen(Number(port), "127.0.0.1");' "$evil_port" "ws://127.0.0.1:$gw_port/ws" &
 pids+=($!)
 
 sed -e "s#^listen = .*#listen = \"127.0.0.1:$gw_port\"#" \
@@ -97,7 +112,7 @@ node -e '
 
 step "browser tests"
 status=0
-APP_URL="$gw" TOKEN_TTL=$token_ttl SCREENSHOT="$run/screenshot.png" \
+APP_URL="$gw" TOKEN_TTL=$token_ttl SCREENSHOT="$run/screenshot.png" EVIL_URL="http://127.0.0.1:$evil_port/" \
   node --test --test-reporter=spec "$e2e/e2e.test.mjs" || status=$?
 if [ "$status" != 0 ]; then
   echo "--- cookiegate.log"; tail -n 40 "$run/cookiegate.log"
