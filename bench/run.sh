@@ -11,7 +11,8 @@
 # BENCH_OUT (where the Markdown report is copied, default $BENCH_WORK/report.md),
 # BENCH_BASELINE_BIN (another cookiegate binary, e.g. a build of main before a change: measured
 # as the target `baseline`, interleaved with the others, for a before/after ratio in one run),
-# BENCH_SESSION (1 by default: also run bench/session.sh, the token handler's costs).
+# BENCH_SESSION (1 by default: also run bench/session.sh, the token handler's costs),
+# BENCH_WEBSOCKET (1 by default: also run bench/websocket.sh, sockets beside nginx).
 #
 # Layout: each proxy runs pinned to CPU 0 (`taskset -c 0`), with one worker/thread where that is
 # configurable; wrk, curl, the SSE client and the upstream run on CPU 1. Everything listens on
@@ -420,6 +421,13 @@ main() {
     session_report=$(BENCH_WORK="$WORK/session" BENCH_ROUNDS="$ROUNDS" "$BENCH/session.sh" 2>>"$WORK/logs/session.log") ||
       log "bench/session.sh failed; see $WORK/logs/session.log"
   fi
+  # WebSockets beside nginx (echo latency) and many idle sockets (RSS per socket); needs node.
+  local ws_report=""
+  if [ "$QUICK" != 1 ] && [ "${BENCH_WEBSOCKET:-1}" = 1 ] && command -v node >/dev/null; then
+    log "websockets: echo latency beside nginx, idle sockets (bench/websocket.sh)"
+    ws_report=$(BENCH_WORK="$WORK/websocket" BENCH_ROUNDS="$ROUNDS" "$BENCH/websocket.sh" 2>>"$WORK/logs/websocket.log") ||
+      log "bench/websocket.sh failed; see $WORK/logs/websocket.log"
+  fi
   local elapsed=$((SECONDS - started))
   {
     echo "Run of \`$([ "$QUICK" = 1 ] && echo 'BENCH_QUICK=1 ')bench/run.sh\` on $(date -u '+%Y-%m-%d %H:%M UTC'), $ROUNDS round(s), ${elapsed} s in all."
@@ -431,6 +439,10 @@ main() {
     if [ -n "$session_report" ]; then
       echo
       echo "$session_report"
+    fi
+    if [ -n "$ws_report" ]; then
+      echo
+      echo "$ws_report"
     fi
   } >"$WORK/report.md"
   [ -z "${BENCH_OUT:-}" ] || cp "$WORK/report.md" "$BENCH_OUT"

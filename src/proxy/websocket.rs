@@ -310,6 +310,8 @@ where
         }
         moved.down += early.len() as u64;
     }
+    // The head's read buffer is not kept for the socket's life.
+    drop(early);
     let activity = Notify::new();
     let up_bytes = AtomicU64::new(0);
     let down_bytes = AtomicU64::new(0);
@@ -378,6 +380,11 @@ where
     ending
 }
 
+/// First read size of a direction: small, since most sockets are idle most of the time; doubled
+/// up to [`MAX_READ`] while reads fill it (a large transfer).
+const FIRST_READ: usize = 2 * 1024;
+const MAX_READ: usize = 64 * 1024;
+
 /// Copies one direction, marking activity; ends at the reader's EOF (shutting the writer).
 async fn pump<R, W>(
     from: &mut R,
@@ -389,7 +396,7 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; FIRST_READ];
     loop {
         let n = from.read(&mut buf).await?;
         if n == 0 {
@@ -400,6 +407,9 @@ where
         to.flush().await?;
         count.fetch_add(n as u64, Ordering::Relaxed);
         activity.notify_one();
+        if n == buf.len() && buf.len() < MAX_READ {
+            buf.resize(buf.len() * 2, 0);
+        }
     }
 }
 
