@@ -456,3 +456,27 @@ async fn a_socket_ends_at_max_lifetime_and_when_either_side_vanishes() {
     );
     gw.stop().await;
 }
+
+#[tokio::test]
+async fn on_shutdown_open_sockets_get_the_grace_period_then_close() {
+    let up = upstream(switch).await;
+    let gw = Gateway::start(&format!(
+        "[server]\nshutdown_grace = \"300ms\"\n\
+         [[routes]]\nprefix = \"/ws\"\nupstream = \"{}\"\nwebsocket = true\n",
+        up.url()
+    ))
+    .await;
+    let (mut stream, head) = handshake(&gw, "/ws/x", &origin(&gw)).await;
+    assert!(head.starts_with("HTTP/1.1 101"));
+    // Still carried while the gateway drains.
+    stream.write_all(b"still here").await.unwrap();
+    let mut back = [0u8; 10];
+    stream.read_exact(&mut back).await.unwrap();
+    // The gateway stops (its serve future returns once the grace is over) and the socket is
+    // closed: the client reads the end.
+    gw.stop().await;
+    let mut rest = Vec::new();
+    within("the socket to close", stream.read_to_end(&mut rest))
+        .await
+        .unwrap();
+}
