@@ -733,10 +733,10 @@ impl TokenHandler {
             sid: validated.sid,
             id_token,
             access_token: tokens.access_token.clone(),
-            access_expires_at: now + tokens.expires_in.unwrap_or(300),
+            access_expires_at: now.saturating_add(tokens.expires_in.unwrap_or(300)),
             refresh_token: tokens.refresh_token.clone(),
             issued_at: now,
-            expires_at: now + max_age,
+            expires_at: now.saturating_add(max_age),
         };
         let mut cookies = self.set_session(&session, request).map_err(with_clear)?;
         cookies.extend(clear_login);
@@ -1058,7 +1058,8 @@ async fn refresh_task(
     let now = now();
     let mut new = old.clone();
     new.access_token = tokens.access_token.clone();
-    new.access_expires_at = now + tokens.expires_in.unwrap_or(300);
+    // Whatever `expires_in` the IdP sends, no overflow.
+    new.access_expires_at = now.saturating_add(tokens.expires_in.unwrap_or(300));
     if let Some(rotated) = &tokens.refresh_token {
         new.refresh_token = Some(rotated.clone());
     }

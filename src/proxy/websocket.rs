@@ -324,18 +324,23 @@ where
     );
     tokio::pin!(up, down);
     let started = Instant::now();
-    let mut deadline = started + settings.max_lifetime;
+    // `checked_add`: a configured lifetime of centuries must not overflow the clock.
+    let far = |from: Instant, d: Duration| {
+        from.checked_add(d)
+            .unwrap_or(from + Duration::from_secs(100 * 365 * 24 * 3600))
+    };
+    let mut deadline = far(started, settings.max_lifetime);
     let mut ends_with_session = false;
     if let Some(session) = session {
         let now = crate::auth::oidc::now();
         let left = Duration::from_secs(session.expires_at.saturating_sub(now));
-        if started + left < deadline {
-            deadline = started + left;
+        if far(started, left) < deadline {
+            deadline = far(started, left);
             ends_with_session = true;
         }
     }
     let lifetime = tokio::time::sleep_until(deadline);
-    let idle = tokio::time::sleep(settings.idle_timeout);
+    let idle = tokio::time::sleep_until(far(started, settings.idle_timeout));
     tokio::pin!(lifetime, idle);
     let mut check = tokio::time::interval(SESSION_CHECK_EVERY);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -351,7 +356,7 @@ where
                 Err(_) => Ending::Error,
             },
             () = activity.notified() => {
-                idle.as_mut().reset(Instant::now() + settings.idle_timeout);
+                idle.as_mut().reset(far(Instant::now(), settings.idle_timeout));
             }
             () = &mut idle => break Ending::Idle,
             () = &mut lifetime => break if ends_with_session {
