@@ -160,6 +160,14 @@ pub fn admit<'c>(
     if websocket && !route.websocket {
         return Err(ProxyError::WebSocketRoute);
     }
+    // A handshake has no body (RFC 6455 §4.1); bytes after its head would reach the upstream
+    // as the socket's first frames.
+    if websocket
+        && (req.body_length.is_some_and(|len| len > 0)
+            || req.headers.contains_key(http::header::TRANSFER_ENCODING))
+    {
+        return Err(ProxyError::BadRequest("a WebSocket handshake with a body"));
+    }
     check_framing(req)?;
     let client = identify(config, req);
     if websocket {

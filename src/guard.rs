@@ -27,7 +27,7 @@ pub struct Guards {
     /// Sessions logged out before their cookie expired.
     pub(crate) revocations: crate::auth::revocation::Revocations,
     /// Open WebSockets (the per-session cap, shutdown).
-    pub(crate) sockets: crate::proxy::websocket::Sockets,
+    pub(crate) sockets: std::sync::Arc<crate::proxy::websocket::Sockets>,
     /// Sessions already opened, by cookie value.
     pub(crate) opened: crate::auth::opened::OpenedCache,
 }
@@ -42,7 +42,7 @@ impl Guards {
                 .as_ref()
                 .map(|r| ClientLimiter::new(r.per_second, r.burst, r.key)),
             revocations: crate::auth::revocation::Revocations::default(),
-            sockets: crate::proxy::websocket::Sockets::default(),
+            sockets: std::sync::Arc::default(),
             opened: crate::auth::opened::OpenedCache::default(),
         }
     }

@@ -324,6 +324,13 @@ async fn websocket_forward(
     let config = &state.config;
     let route = forward.route;
     let socket_key = forward.websocket.flatten();
+    // The socket's place is taken before the upstream is contacted: concurrent handshakes of
+    // one session cannot all pass the cap.
+    let slot = state
+        .guards
+        .sockets
+        .take(socket_key, config.websocket.max_per_session)
+        .ok_or(ProxyError::TooManySockets)?;
     // The client's side of the upgrade, taken before the request is split.
     let client_upgrade = hyper::upgrade::on(&mut req);
     let socket_session = forward.session.as_ref().map(|s| websocket::SocketSession {
@@ -419,17 +426,8 @@ async fn websocket_forward(
         let Ok(client) = client_upgrade.await else {
             return;
         };
+        let _slot = slot;
         let sockets = &state.guards.sockets;
-        let Some(_slot) = sockets.take(socket_key, state.config.websocket.max_per_session) else {
-            websocket::log_close(
-                &route_prefix,
-                &path,
-                started,
-                &websocket::Moved::default(),
-                websocket::Ending::TooMany,
-            );
-            return;
-        };
         let mut moved = websocket::Moved::default();
         let ending = websocket::splice(
             hyper_util::rt::TokioIo::new(client),
@@ -466,7 +464,11 @@ async fn token_endpoint(
     let client = &state.client;
     let revocations = &state.guards.revocations;
     let res = match auth.endpoint {
-        Endpoint::Login => tokens.login(client, req.uri().query()).await?,
+        Endpoint::Login => {
+            tokens
+                .login(client, req.uri().query(), req.headers())
+                .await?
+        }
         Endpoint::Callback => {
             tokens
                 .callback(client, req.uri().query(), req.headers())

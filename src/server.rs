@@ -159,6 +159,12 @@ pub async fn serve(
         ),
     }
     state.guards.sockets.close_all();
+    // The sockets close at once; their tasks get a moment to log their lines.
+    let _ = tokio::time::timeout(
+        Duration::from_millis(500),
+        state.guards.sockets.all_closed(),
+    )
+    .await;
     connections.abort_all();
     while let Some(ended) = connections.join_next().await {
         log_panic(ended);

@@ -52,6 +52,16 @@ const LOGIN_TTL: Duration = Duration::from_secs(600);
 const JWKS_REFETCH_EVERY: Duration = Duration::from_secs(10);
 /// Logout tokens remembered for replay detection.
 const MAX_JTIS: usize = 10_000;
+/// After a failed discovery, how long requests that need the IdP are answered 503 at once.
+const DISCOVERY_RETRY: Duration = Duration::from_secs(2);
+/// Used login states remembered (each for [`LOGIN_TTL`]); past this, expired ones are dropped,
+/// then all.
+const MAX_USED_STATES: usize = 100_000;
+/// Longest `return_to` followed (longer ones go to `/`): a login-state cookie carries it.
+const MAX_RETURN_TO: usize = 1024;
+/// Login-state cookies a browser may hold at once; past this, a new login clears the others
+/// (a page cannot fill the user's cookie jar by starting logins).
+const MAX_LOGINS: usize = 4;
 
 /// Which token-handler endpoint a request is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -143,6 +153,29 @@ fn login_cookie_name(session_cookie: &CookieName, state: &str) -> Option<CookieN
     CookieName::parse(&format!("{}-login.{tag}", session_cookie.as_str())).ok()
 }
 
+/// The login-state cookies a request carries.
+fn login_cookies(request: &HeaderMap, session_cookie: &CookieName) -> Vec<CookieName> {
+    let prefix = format!("{}-login.", session_cookie.as_str());
+    let mut names = Vec::new();
+    for field in request.get_all(http::header::COOKIE) {
+        for pair in field.as_bytes().split(|&b| b == b';') {
+            let name = pair
+                .split(|&b| b == b'=')
+                .next()
+                .unwrap_or_default()
+                .trim_ascii();
+            if let Some(name) = std::str::from_utf8(name)
+                .ok()
+                .filter(|n| n.starts_with(&prefix))
+                .and_then(|n| CookieName::parse(n).ok())
+            {
+                names.push(name);
+            }
+        }
+    }
+    names
+}
+
 /// What the login-state cookie holds.
 #[derive(Serialize, Deserialize)]
 struct LoginState {
@@ -187,12 +220,28 @@ struct Discovery {
 #[derive(Deserialize)]
 struct TokenAnswer {
     access_token: String,
-    #[serde(default)]
+    /// Seconds; a number, or a string of digits as some IdPs send it.
+    #[serde(default, deserialize_with = "seconds")]
     expires_in: Option<u64>,
     #[serde(default)]
     refresh_token: Option<String>,
     #[serde(default)]
     id_token: Option<String>,
+}
+
+/// `expires_in` as a number or a string of digits (RFC 6749 says a number; some IdPs quote it).
+fn seconds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum Seconds {
+        Number(u64),
+        Text(String),
+    }
+    Ok(match Option::<Seconds>::deserialize(d)? {
+        Some(Seconds::Number(n)) => Some(n),
+        Some(Seconds::Text(t)) => t.trim().parse().ok(),
+        None => None,
+    })
 }
 
 /// Why an IdP call gave no usable answer.
@@ -252,6 +301,7 @@ pub(crate) struct TokenHandler {
     timeout: Duration,
     provider: tokio::sync::Mutex<Option<Arc<Provider>>>,
     jwks_fetched: Mutex<Option<tokio::time::Instant>>,
+    discovery_failed: Mutex<Option<tokio::time::Instant>>,
     used_states: Mutex<HashMap<String, u64>>,
     jtis: Mutex<JtiCache>,
     refresher: Refresher,
@@ -281,6 +331,7 @@ impl TokenHandler {
             timeout,
             provider: tokio::sync::Mutex::new(None),
             jwks_fetched: Mutex::new(None),
+            discovery_failed: Mutex::new(None),
             used_states: Mutex::new(HashMap::new()),
             jtis: Mutex::new(JtiCache::new(MAX_JTIS)),
             refresher: Refresher::default(),
@@ -442,10 +493,38 @@ impl TokenHandler {
     /// # Errors
     /// 502/503/504 when discovery or the JWKS cannot be had, or the IdP names another issuer.
     async fn provider(&self, client: &Arc<UpstreamClient>) -> Result<Arc<Provider>, ProxyError> {
+        // While the IdP is down, requests do not queue one after another behind discovery
+        // attempts: a failure answers 503 for a moment.
+        let failed_recently = self
+            .discovery_failed
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|at| at.elapsed() < DISCOVERY_RETRY);
         let mut slot = self.provider.lock().await;
         if let Some(provider) = &*slot {
             return Ok(provider.clone());
         }
+        if failed_recently {
+            return Err(ProxyError::IdpUnavailable);
+        }
+        let discovered = self.discover(client).await;
+        match discovered {
+            Ok(provider) => {
+                *slot = Some(provider.clone());
+                Ok(provider)
+            }
+            Err(err) => {
+                *self
+                    .discovery_failed
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+                Err(err)
+            }
+        }
+    }
+
+    /// Reads the discovery document and the JWKS.
+    async fn discover(&self, client: &Arc<UpstreamClient>) -> Result<Arc<Provider>, ProxyError> {
         let issuer = &self.settings.oidc.issuer;
         let url = format!(
             "{}/.well-known/openid-configuration",
@@ -508,7 +587,6 @@ impl TokenHandler {
             policy: TokenPolicy::new(issuer, &self.settings.oidc.client_id, algs),
             jwks: Mutex::new(Arc::new(jwks)),
         });
-        *slot = Some(provider.clone());
         Ok(provider)
     }
 
@@ -564,13 +642,16 @@ impl TokenHandler {
         &self,
         client: &Arc<UpstreamClient>,
         query: Option<&str>,
+        request: &HeaderMap,
     ) -> Result<Response<Bytes>, ProxyError> {
         let provider = self.provider(client).await?;
         let mut return_to = "/".to_string();
         let mut prompt = None;
         for (name, value) in form_urlencoded::parse(query.unwrap_or_default().as_bytes()) {
             match &*name {
-                "return_to" if is_local_path(&value) => return_to = value.into_owned(),
+                "return_to" if value.len() <= MAX_RETURN_TO && is_local_path(&value) => {
+                    return_to = value.into_owned();
+                }
                 "prompt" if matches!(&*value, "none" | "login" | "consent" | "select_account") => {
                     prompt = Some(value.into_owned());
                 }
@@ -625,7 +706,17 @@ impl TokenHandler {
             secure: self.settings.secure,
             max_age: LOGIN_TTL,
         };
-        let cookies = chunk::set_cookie_headers(&chunk::split(&cookie_name, &sealed), &attrs);
+        let mut cookies = chunk::set_cookie_headers(&chunk::split(&cookie_name, &sealed), &attrs);
+        let logins = login_cookies(request, &self.settings.cookie);
+        if logins.len() >= MAX_LOGINS {
+            let clear = CookieAttrs {
+                max_age: Duration::ZERO,
+                ..attrs
+            };
+            for name in logins {
+                cookies.extend(chunk::clear_cookie_headers(request, &name, &[], &clear));
+            }
+        }
         redirect(&location, cookies)
     }
 
@@ -770,7 +861,14 @@ impl TokenHandler {
         }
         // Usable once: a replayed callback (same cookie, same state) is refused.
         let mut used = self.used_states.lock().unwrap_or_else(|e| e.into_inner());
-        used.retain(|_, until| *until > now);
+        if used.len() >= MAX_USED_STATES {
+            used.retain(|_, until| *until > now);
+            if used.len() >= MAX_USED_STATES {
+                // A flood of logins: forgetting used states only lets a replay reach the IdP,
+                // which refuses a used code anyway.
+                used.clear();
+            }
+        }
         if used
             .insert(
                 URL_SAFE_NO_PAD.encode(refresh::key_of(state)),
@@ -923,7 +1021,7 @@ impl TokenHandler {
         let provider = self.provider(client).await?;
         let outcome = self
             .refresher
-            .refresh(refresh::key_of(&refresh_token), || {
+            .refresh(refresh::key_of(&refresh_token), self.timeout, || {
                 refresh_task(
                     self.call_parts(client),
                     provider.token_endpoint.clone(),
@@ -964,7 +1062,9 @@ impl TokenHandler {
         CallParts {
             client: client.clone(),
             credentials: self.basic_credentials(),
-            timeout: self.timeout,
+            // Longer than a request waits: a slow IdP may already have consumed the refresh
+            // token, and its late answer is the only copy of the new one.
+            timeout: (self.timeout * 4).max(Duration::from_secs(60)),
         }
     }
 

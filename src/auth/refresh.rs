@@ -65,7 +65,11 @@ struct Table {
 impl Refresher {
     /// The outcome of refreshing the token `key`: a recent one, the one in flight, or a new
     /// one that `run` produces in a task of its own.
-    pub(crate) async fn refresh<F, Fut>(&self, key: TokenKey, run: F) -> Outcome
+    ///
+    /// A waiter gives up after `wait` (504) without stopping the flight: a slow IdP's late
+    /// answer still lands and is kept, so the next request uses it instead of redeeming the
+    /// (by then consumed) refresh token again.
+    pub(crate) async fn refresh<F, Fut>(&self, key: TokenKey, wait: Duration, run: F) -> Outcome
     where
         F: FnOnce() -> Fut,
         Fut: Future<Output = Outcome> + Send + 'static,
@@ -88,10 +92,19 @@ impl Refresher {
                 // answer would be lost with a consumed refresh token). It is bounded by the
                 // IdP call's own timeout, and its outcome reaches every waiter.
                 tokio::spawn(async move {
+                    // Whatever happens to this task (a panic included), the flight ends.
+                    let mut landing = Landing {
+                        table: shared.clone(),
+                        key,
+                        landed: false,
+                    };
                     let outcome = flight.await;
                     {
+                        // One lock: the flight and its outcome swap places, so no request
+                        // can find neither and redeem the token a second time.
                         let mut table = lock(&shared);
                         table.flying.remove(&key);
+                        landing.landed = true;
                         if !matches!(outcome, Outcome::Failed(_)) {
                             table
                                 .landed
@@ -103,15 +116,20 @@ impl Refresher {
                 rx
             }
         };
-        loop {
-            if let Some(outcome) = rx.borrow_and_update().clone() {
-                return outcome;
+        let waiting = async {
+            loop {
+                if let Some(outcome) = rx.borrow_and_update().clone() {
+                    return outcome;
+                }
+                if rx.changed().await.is_err() {
+                    // The task ended without an outcome (it panicked): as an IdP failure.
+                    return Outcome::Failed(502);
+                }
             }
-            if rx.changed().await.is_err() {
-                // The task ended without an outcome (it panicked): as an IdP failure.
-                return Outcome::Failed(502);
-            }
-        }
+        };
+        tokio::time::timeout(wait, waiting)
+            .await
+            .unwrap_or(Outcome::Failed(504))
     }
 
     /// Forgets outcomes past their grace.
@@ -120,6 +138,22 @@ impl Refresher {
         lock(&self.table)
             .landed
             .retain(|_, (_, until)| *until > now);
+    }
+}
+
+/// Removes a flight from the table if its task ends without landing (a panic), so later
+/// requests do not wait on a flight that will never land.
+struct Landing {
+    table: Arc<Mutex<Table>>,
+    key: TokenKey,
+    landed: bool,
+}
+
+impl Drop for Landing {
+    fn drop(&mut self) {
+        if !self.landed {
+            lock(&self.table).flying.remove(&self.key);
+        }
     }
 }
 
@@ -157,7 +191,7 @@ mod tests {
                 (refresher.clone(), calls.clone(), release_rx.clone());
             waiters.spawn(async move {
                 refresher
-                    .refresh(key_of("r1"), move || async move {
+                    .refresh(key_of("r1"), Duration::from_secs(30), move || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         let _ = release.wait_for(|go| *go).await;
                         Outcome::Refreshed(session())
@@ -175,14 +209,18 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 1);
         // Within the grace: the same outcome, no call.
         let again = refresher
-            .refresh(key_of("r1"), || async { Outcome::Failed(500) })
+            .refresh(key_of("r1"), Duration::from_secs(30), || async {
+                Outcome::Failed(500)
+            })
             .await;
         assert!(matches!(again, Outcome::Refreshed(_)));
         // After it: a new flight.
         tokio::time::advance(GRACE + Duration::from_secs(1)).await;
         refresher.sweep();
         let later = refresher
-            .refresh(key_of("r1"), || async { Outcome::Expired })
+            .refresh(key_of("r1"), Duration::from_secs(30), || async {
+                Outcome::Expired
+            })
             .await;
         assert!(matches!(later, Outcome::Expired));
     }
@@ -197,7 +235,7 @@ mod tests {
                 (refresher.clone(), calls.clone(), release_rx.clone());
             tokio::spawn(async move {
                 refresher
-                    .refresh(key_of("r1"), move || async move {
+                    .refresh(key_of("r1"), Duration::from_secs(30), move || async move {
                         calls.fetch_add(1, Ordering::SeqCst);
                         let _ = release.wait_for(|go| *go).await;
                         Outcome::Refreshed(session())
@@ -214,7 +252,9 @@ mod tests {
         release_tx.send(true).unwrap();
         // A later request gets the landed outcome, with no second call.
         let outcome = refresher
-            .refresh(key_of("r1"), || async { Outcome::Failed(500) })
+            .refresh(key_of("r1"), Duration::from_secs(30), || async {
+                Outcome::Failed(500)
+            })
             .await;
         assert!(matches!(outcome, Outcome::Refreshed(_)));
         assert_eq!(calls.load(Ordering::SeqCst), 1);
@@ -224,17 +264,47 @@ mod tests {
     async fn failures_are_not_kept_and_other_tokens_fly_apart() {
         let refresher = Refresher::default();
         let failed = refresher
-            .refresh(key_of("r1"), || async { Outcome::Failed(503) })
+            .refresh(key_of("r1"), Duration::from_secs(30), || async {
+                Outcome::Failed(503)
+            })
             .await;
         assert!(matches!(failed, Outcome::Failed(503)));
         let retried = refresher
-            .refresh(key_of("r1"), || async { Outcome::Refreshed(session()) })
+            .refresh(key_of("r1"), Duration::from_secs(30), || async {
+                Outcome::Refreshed(session())
+            })
             .await;
         assert!(matches!(retried, Outcome::Refreshed(_)));
         let other = refresher
-            .refresh(key_of("r9"), || async { Outcome::Expired })
+            .refresh(key_of("r9"), Duration::from_secs(30), || async {
+                Outcome::Expired
+            })
             .await;
         assert!(matches!(other, Outcome::Expired));
         assert_ne!(key_of("r1"), key_of("r9"));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_slow_refresh_times_its_waiters_out_but_still_lands() {
+        let refresher = Refresher::default();
+        let calls = Arc::new(AtomicUsize::new(0));
+        let counted = calls.clone();
+        let first = refresher
+            .refresh(key_of("r1"), Duration::from_secs(1), move || async move {
+                counted.fetch_add(1, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                Outcome::Refreshed(session())
+            })
+            .await;
+        assert!(matches!(first, Outcome::Failed(504)), "the waiter gave up");
+        // The IdP's late answer lands; the next request takes it, no second redemption.
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        let later = refresher
+            .refresh(key_of("r1"), Duration::from_secs(1), || async {
+                Outcome::Expired
+            })
+            .await;
+        assert!(matches!(later, Outcome::Refreshed(_)));
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 }

@@ -169,8 +169,8 @@ impl Default for Sockets {
 
 /// One open socket's place in [`Sockets`]; dropping it frees the place.
 #[derive(Debug)]
-pub(crate) struct Slot<'s> {
-    sockets: &'s Sockets,
+pub(crate) struct Slot {
+    sockets: std::sync::Arc<Sockets>,
     key: Option<u64>,
 }
 
@@ -180,8 +180,9 @@ impl Sockets {
         self.lock().get(&key).copied().unwrap_or(0)
     }
 
-    /// Takes a place for a socket of `key`, unless `max` are open already.
-    pub(crate) fn take(&self, key: Option<u64>, max: usize) -> Option<Slot<'_>> {
+    /// Takes a place for a socket of `key`, unless `max` are open already. Taken before the
+    /// handshake goes upstream, so concurrent handshakes cannot all pass the cap.
+    pub(crate) fn take(self: &std::sync::Arc<Self>, key: Option<u64>, max: usize) -> Option<Slot> {
         if let Some(key) = key {
             let mut per_key = self.lock();
             let count = per_key.entry(key).or_insert(0);
@@ -191,7 +192,10 @@ impl Sockets {
             *count += 1;
         }
         self.open.fetch_add(1, Ordering::SeqCst);
-        Some(Slot { sockets: self, key })
+        Some(Slot {
+            sockets: self.clone(),
+            key,
+        })
     }
 
     /// Sockets open now.
@@ -220,7 +224,7 @@ impl Sockets {
     }
 }
 
-impl Drop for Slot<'_> {
+impl Drop for Slot {
     fn drop(&mut self) {
         if let Some(key) = self.key {
             let mut per_key = self.sockets.lock();
@@ -254,8 +258,6 @@ pub(crate) enum Ending {
     Shutdown,
     /// Reading or writing failed.
     Error,
-    /// The session had `max_per_session` sockets open when this one was handed over.
-    TooMany,
 }
 
 impl Ending {
@@ -268,7 +270,6 @@ impl Ending {
             Self::SessionEnded => "session ended",
             Self::Shutdown => "shutdown",
             Self::Error => "error",
-            Self::TooMany => "too many sockets",
         }
     }
 }
@@ -548,7 +549,7 @@ mod tests {
 
     #[test]
     fn the_per_session_cap_counts_open_sockets() {
-        let sockets = Sockets::default();
+        let sockets = std::sync::Arc::new(Sockets::default());
         let a = sockets.take(Some(7), 2).unwrap();
         let b = sockets.take(Some(7), 2).unwrap();
         assert!(sockets.take(Some(7), 2).is_none());

@@ -391,6 +391,33 @@ async fn a_callback_is_usable_once_and_only_with_its_own_state() {
 }
 
 #[tokio::test]
+async fn a_page_cannot_fill_the_cookie_jar_by_starting_logins() {
+    let s = setup(60, "5s").await;
+    let long = "%2F".to_string() + &"a".repeat(3000);
+    for _ in 0..12 {
+        let start = s
+            .browser
+            .get(&format!("{}/auth/login?return_to={long}", s.gw))
+            .await;
+        assert_eq!(start.status, 302);
+        let logins = s
+            .browser
+            .cookies(&s.gw)
+            .keys()
+            .filter(|k| k.starts_with("cg-login."))
+            .count();
+        assert!(logins <= 5, "{logins} login-state cookies");
+        let set = start.header("set-cookie").unwrap();
+        assert!(
+            set.len() < 1000,
+            "a long return_to is not carried: {} bytes",
+            set.len()
+        );
+    }
+    s.stop().await;
+}
+
+#[tokio::test]
 async fn two_tabs_can_log_in_at_the_same_time() {
     let s = setup(60, "5s").await;
     let first = s

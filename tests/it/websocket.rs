@@ -187,7 +187,7 @@ async fn firefoxs_connection_shape_opens_a_socket_too() {
     let gw = gateway(&up, "").await;
     let mut stream = TcpStream::connect(gw.addr).await.unwrap();
     let head = format!(
-        "GET /ws/x HTTP/1.1\r\nhost: {a}\r\nupgrade: websocket\r\n\
+        "GET /ws/x HTTP/1.1\r\nhost: {a}\r\nupgrade: WebSocket\r\n\
          connection: keep-alive, Upgrade\r\nsec-websocket-key: {KEY}\r\n\
          sec-websocket-version: 13\r\ncookie: auth_token=tok\r\norigin: http://{a}\r\n\r\n",
         a = gw.addr
@@ -196,7 +196,25 @@ async fn firefoxs_connection_shape_opens_a_socket_too() {
     let mut got = [0u8; 12];
     stream.read_exact(&mut got).await.unwrap();
     assert_eq!(&got, b"HTTP/1.1 101");
+    // The upstream is asked for exactly a WebSocket, whatever case or list the client used.
+    assert_eq!(up.only_received().fields("upgrade"), ["websocket"]);
+    assert_eq!(up.only_received().fields("connection"), ["upgrade"]);
     drop(stream);
+    gw.stop().await;
+}
+
+#[tokio::test]
+async fn a_handshake_with_a_body_is_refused() {
+    let up = upstream(switch).await;
+    let gw = gateway(&up, "").await;
+    let (_s, head) = handshake(
+        &gw,
+        "/ws/x",
+        &format!("{}content-length: 4\r\n", origin(&gw)),
+    )
+    .await;
+    assert!(head.starts_with("HTTP/1.1 400"), "{head}");
+    assert_eq!(up.accepted(), 0);
     gw.stop().await;
 }
 
