@@ -44,7 +44,7 @@ pub struct UpstreamHeaders<'a> {
     pub host: Option<&'a HeaderValue>,
     /// `http` or `https`: how the client reached cookiegate.
     pub proto: &'static str,
-    /// A WebSocket handshake: `Upgrade: websocket` and `Connection: upgrade` are written anew
+    /// A WebSocket handshake: `Upgrade` goes on, with `Connection: upgrade` written anew
     /// (RFC 6455 §4.1: the upgrade is hop-by-hop, so each hop asks for it again).
     pub websocket: bool,
 }
@@ -68,11 +68,8 @@ pub fn upstream_fields(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) -> 
             .collect(),
         drop_authorization: !policy.keep_client_authorization || policy.bearer.is_some(),
         forward_cookies: policy.forward_cookies,
+        websocket: policy.websocket,
         added: AddedFields {
-            // Exactly what is asked of the upstream, whatever else the client listed.
-            upgrade: policy
-                .websocket
-                .then(|| HeaderValue::from_static("websocket")),
             connection: policy
                 .websocket
                 .then(|| HeaderValue::from_static("upgrade")),
@@ -92,6 +89,9 @@ pub struct UpstreamFields {
     connection: Vec<HeaderValue>,
     drop_authorization: bool,
     forward_cookies: bool,
+    /// A WebSocket handshake: the client's `Upgrade` goes on (`admit` checked that it asks for
+    /// `websocket`; the upstream's 101 must name `websocket` too).
+    websocket: bool,
     added: AddedFields,
 }
 
@@ -99,6 +99,9 @@ impl UpstreamFields {
     /// Whether a client field of this name goes upstream.
     pub fn keeps(&self, name: &HeaderName) -> bool {
         let text = name.as_str();
+        if self.websocket && text == "upgrade" {
+            return true;
+        }
         !(is_hop_by_hop(text, &self.connection)
             || is_client_forwarding(text)
             // `Expect: 100-continue` is answered by our own HTTP server; the upstream gets the
@@ -125,7 +128,6 @@ impl UpstreamFields {
 /// cookiegate saw itself.
 #[derive(Debug, Clone)]
 pub struct AddedFields {
-    upgrade: Option<HeaderValue>,
     connection: Option<HeaderValue>,
     authorization: Option<HeaderValue>,
     client_ip: HeaderValue,
@@ -135,13 +137,11 @@ pub struct AddedFields {
 }
 
 impl AddedFields {
-    /// The fields, in the order they are written: `Upgrade` and `Connection` (a WebSocket
-    /// handshake only),
+    /// The fields, in the order they are written: `Connection` (a WebSocket handshake only),
     /// `Authorization`, `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
     /// `Forwarded`.
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         [
-            (&header::UPGRADE, self.upgrade.as_ref()),
             (&header::CONNECTION, self.connection.as_ref()),
             (&header::AUTHORIZATION, self.authorization.as_ref()),
             (&CLIENT_FORWARDING[1], Some(&self.client_ip)),
