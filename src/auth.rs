@@ -5,7 +5,7 @@
 //! header value already marked sensitive (so HPACK never indexes it and `Debug` hides it).
 //!
 //! `jwt` checks what the IdP signs (ID and back-channel logout tokens) against its JWKS, for the
-//! OIDC flow of issue 10.
+//! OIDC flow in `oidc`.
 
 pub mod cookie;
 pub(crate) mod jwt;

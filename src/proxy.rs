@@ -264,7 +264,18 @@ async fn proxy(
         progress,
     )
     .await?;
+    Ok(relay_answer(res, session_cookies, route, config, log))
+}
 
+/// An upstream's answer as the client gets it: hop-by-hop and internal fields off, a refreshed
+/// session's cookies on, the body streamed under the idle timeout and logged when it ends.
+fn relay_answer(
+    res: Response<forward::AnswerBody>,
+    session_cookies: Vec<HeaderValue>,
+    route: &crate::routing::Route,
+    config: &Config,
+    log: &mut Option<AccessLog>,
+) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     headers::to_client(&mut parts.headers);
     for cookie in session_cookies {
@@ -274,7 +285,7 @@ async fn proxy(
     if let Some(log) = log {
         log.set_status(parts.status);
     }
-    Ok(Response::from_parts(
+    Response::from_parts(
         parts,
         ResponseBody::upstream(
             body,
@@ -282,7 +293,7 @@ async fn proxy(
             config.server.idle_timeout,
             log.take(),
         ),
-    ))
+    )
 }
 
 /// The bearer for an admitted request, and the `Set-Cookie` values of a refreshed session: on
@@ -377,27 +388,11 @@ async fn websocket_forward(
     )
     .await?;
 
-    let (mut parts, body) = res.into_parts();
-    if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+    if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The upstream refused the socket: its answer goes to the client as any answer does.
-        headers::to_client(&mut parts.headers);
-        for cookie in session_cookies {
-            parts.headers.append(http::header::SET_COOKIE, cookie);
-        }
-        parts.version = Version::HTTP_11;
-        if let Some(log) = log {
-            log.set_status(parts.status);
-        }
-        return Ok(Response::from_parts(
-            parts,
-            ResponseBody::upstream(
-                body,
-                route.prefix.shared(),
-                config.server.idle_timeout,
-                log.take(),
-            ),
-        ));
+        return Ok(relay_answer(res, session_cookies, route, config, log));
     }
+    let (mut parts, body) = res.into_parts();
     if !websocket::is_valid_switch(websocket_key.as_ref(), &parts.headers) {
         return Err(ProxyError::UpstreamUnreachable(
             "the upstream's 101 is not a valid WebSocket handshake".into(),

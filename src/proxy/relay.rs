@@ -10,9 +10,9 @@
 //! the response head and body bytes into its buffer and flushes them only when the body waits,
 //! but tears the connection down at once on a body error. Without the extra wait, an upstream
 //! that breaks right after its head would leave the client with nothing at all, a connection
-//! closed without a byte, which browsers answer by sending the request again, even a POST
-//! (issue 9, defect 1). With it, the client always gets the status line, then a visibly broken
-//! transfer.
+//! closed without a byte, which browsers answer by sending the request again, even a POST (a
+//! regression test holds it). With it, the client always gets the status line, then a visibly
+//! broken transfer.
 
 use std::pin::Pin;
 use std::sync::Arc;

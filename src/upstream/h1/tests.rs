@@ -378,7 +378,7 @@ fn a_switch_without_upgrade_or_connection_upgrade_is_refused() {
     }
 }
 
-/// Issue 9, defect 2: `Content-Length: 30, 30` was relayed as the list.
+/// Regression: `Content-Length: 30, 30` was relayed as the list.
 #[test]
 fn a_repeated_content_length_goes_on_as_one_value() {
     for bytes in [
@@ -868,7 +868,7 @@ fn a_size_line_over_the_extension_limit_is_refused_even_when_it_arrives_whole() 
     assert_eq!(out, Err(H1Error::Chunked));
 }
 
-/// Issue 9, defect 4: a valid 2 KiB chunk extension was refused by a 1 KiB size-line limit,
+/// Regression: a valid 2 KiB chunk extension was refused by a 1 KiB size-line limit,
 /// losing a response hyper's own client accepts.
 #[test]
 fn a_two_kib_chunk_extension_is_accepted_as_hyper_accepts_it() {
@@ -903,7 +903,7 @@ fn extensions_are_limited_over_the_whole_body_like_hyper() {
     assert_eq!(out.unwrap().last(), Some(&Decoded::End));
 }
 
-/// Issue 9, defect 3: a valid trailer section of 40 fields was lost to a fixed array of 32.
+/// Regression: a valid trailer section of 40 fields was lost to a fixed array of 32.
 #[test]
 fn forty_trailer_fields_are_kept() {
     let mut bytes = b"0\r\n".to_vec();
