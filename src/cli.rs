@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 
 use crate::config::ZeroConfig;
 
@@ -14,20 +14,30 @@ pub struct Cli {
     /// What to do; without a command, cookiegate runs the proxy.
     #[command(subcommand)]
     pub command: Option<Command>,
+    /// Where the config comes from, for running the proxy (and `check`, which takes the same
+    /// flags after its name).
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+/// The flags that say which config to run: a file, or the zero-config flags. Taken by the
+/// proxy itself and by `check`; not by `demo`, which builds its own config.
+#[derive(Debug, Clone, Default, Args)]
+pub struct RunArgs {
     /// Config file [default: $COOKIEGATE_CONFIG, then ./cookiegate.toml].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Zero-config mode: the one upstream to proxy to [default: $BACKEND_URL].
-    #[arg(long, global = true, value_name = "URL")]
+    #[arg(long, value_name = "URL")]
     pub upstream: Option<String>,
     /// Address to listen on [default: 127.0.0.1:4000]; overrides the config file's `listen`.
-    #[arg(long, global = true, value_name = "ADDR")]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Zero-config mode: the session cookie's name [default: auth_token].
-    #[arg(long, global = true, value_name = "NAME")]
+    #[arg(long, value_name = "NAME")]
     pub cookie: Option<String>,
     /// Zero-config mode: the path prefix to proxy [default: /api/proxy].
-    #[arg(long, global = true, value_name = "PATH")]
+    #[arg(long, value_name = "PATH")]
     pub prefix: Option<String>,
 }
 
@@ -35,12 +45,37 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Validate the configuration and print the route table; exit 2 listing every problem.
-    Check,
+    Check(RunArgs),
     /// Run the proxy with a built-in demo API and page on 127.0.0.1:4000.
-    Demo,
+    Demo(DemoArgs),
+}
+
+/// `demo`'s only flag: it builds its own config.
+#[derive(Debug, Clone, Default, Args)]
+pub struct DemoArgs {
+    /// Address to listen on [default: 127.0.0.1:4000].
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Option<String>,
 }
 
 impl Cli {
+    /// The run flags in effect: `check`'s own (`cookiegate check --config x`) over those given
+    /// before the command (`cookiegate --config x check`), which both work.
+    pub fn run_args(&self) -> RunArgs {
+        match &self.command {
+            Some(Command::Check(own)) => RunArgs {
+                config: own.config.clone().or_else(|| self.run.config.clone()),
+                upstream: own.upstream.clone().or_else(|| self.run.upstream.clone()),
+                listen: own.listen.clone().or_else(|| self.run.listen.clone()),
+                cookie: own.cookie.clone().or_else(|| self.run.cookie.clone()),
+                prefix: own.prefix.clone().or_else(|| self.run.prefix.clone()),
+            },
+            _ => self.run.clone(),
+        }
+    }
+}
+
+impl RunArgs {
     /// The zero-config flags.
     pub fn zero_config(&self) -> ZeroConfig {
         ZeroConfig {
@@ -61,5 +96,17 @@ impl Cli {
             );
         }
         None
+    }
+
+    /// A usage problem with flags given to `demo`, which builds its own config: only
+    /// `--listen` applies.
+    pub fn demo_usage_error(&self) -> Option<&'static str> {
+        let ignored = self.config.is_some()
+            || self.upstream.is_some()
+            || self.cookie.is_some()
+            || self.prefix.is_some();
+        ignored.then_some(
+            "demo runs its own API and config: of the flags, only --listen applies to it",
+        )
     }
 }

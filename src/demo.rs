@@ -44,7 +44,7 @@ const COOKIE: &str = "auth_token";
 /// When a socket cannot be bound, or (a bug) the demo's own configuration is refused.
 pub async fn run(listen: SocketAddr, shutdown: impl Future<Output = ()>) -> Result<(), BoxError> {
     let listener =
-        crate::server::bind(listen).map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        crate::server::bind(listen).map_err(|e| crate::server::bind_error(listen, &e))?;
     start(listener, shutdown).await
 }
 

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
-use cookiegate::cli::{Cli, Command};
+use cookiegate::cli::{Cli, Command, RunArgs};
 use cookiegate::config::{Config, Env, Source};
 
 /// mimalloc instead of glibc's allocator: a proxied request makes a dozen short-lived
@@ -25,19 +25,26 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Some(problem) = cli.usage_error() {
+    let args = cli.run_args();
+    let problem = match &cli.command {
+        Some(Command::Demo(_)) => args.demo_usage_error(),
+        _ => args.usage_error(),
+    };
+    if let Some(problem) = problem {
         eprintln!("error: {problem}");
         return ExitCode::from(2);
     }
-    match cli.command {
-        Some(Command::Check) => check(&cli),
-        Some(Command::Demo) => demo(&cli),
-        None => run(&cli),
+    match &cli.command {
+        Some(Command::Check(_)) => check(&args),
+        Some(Command::Demo(demo_args)) => {
+            demo(demo_args.listen.as_deref().or(args.listen.as_deref()))
+        }
+        None => run(&args),
     }
 }
 
 /// Loads and validates the config, with `--listen` applied.
-fn load(cli: &Cli) -> Result<(Source, Config), String> {
+fn load(cli: &RunArgs) -> Result<(Source, Config), String> {
     let env = Env::from_process();
     let source =
         Source::choose(cli.config.clone(), cli.zero_config(), &env).map_err(|e| e.to_string())?;
@@ -50,7 +57,7 @@ fn load(cli: &Cli) -> Result<(Source, Config), String> {
     Ok((source, config))
 }
 
-fn check(cli: &Cli) -> ExitCode {
+fn check(cli: &RunArgs) -> ExitCode {
     match load(cli) {
         Ok((source, config)) => {
             println!("config ok: {}", source.describe());
@@ -64,7 +71,7 @@ fn check(cli: &Cli) -> ExitCode {
     }
 }
 
-fn run(cli: &Cli) -> ExitCode {
+fn run(cli: &RunArgs) -> ExitCode {
     let config = match load(cli) {
         Ok((_, config)) => config,
         Err(problems) => {
@@ -75,8 +82,8 @@ fn run(cli: &Cli) -> ExitCode {
     exit_code(serve(config))
 }
 
-fn demo(cli: &Cli) -> ExitCode {
-    let listen = match cli.listen.as_deref().unwrap_or("127.0.0.1:4000").parse() {
+fn demo(listen: Option<&str>) -> ExitCode {
+    let listen = match listen.unwrap_or("127.0.0.1:4000").parse() {
         Ok(addr) => addr,
         Err(_) => {
             eprintln!("error: --listen must be an IP address and port, like \"127.0.0.1:4000\"");
@@ -95,7 +102,7 @@ fn serve(config: Config) -> anyhow::Result<()> {
     let level = config.log_level.clone();
     run_runtime(workers, &level, async move {
         let listener = cookiegate::server::bind(config.listen)
-            .with_context(|| format!("cannot listen on {}", config.listen))?;
+            .map_err(|e| anyhow::anyhow!(cookiegate::server::bind_error(config.listen, &e)))?;
         let addr = listener.local_addr()?;
         let state = Arc::new(
             cookiegate::AppState::new(config)

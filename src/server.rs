@@ -332,3 +332,23 @@ pub fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(addr)?;
     socket.listen(LISTEN_BACKLOG)
 }
+
+/// The error for a listener that cannot be bound, with what to do about the usual causes.
+pub fn bind_error(addr: std::net::SocketAddr, err: &std::io::Error) -> crate::error::BoxError {
+    let hint = match err.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            ": another process is listening there; stop it, or choose another address with \
+             --listen (or `listen` in the config file)"
+        }
+        std::io::ErrorKind::PermissionDenied if addr.port() < 1024 => {
+            ": ports below 1024 need the CAP_NET_BIND_SERVICE capability (the Debian package's \
+             unit grants it), or choose a port above 1023 with --listen"
+        }
+        std::io::ErrorKind::AddrNotAvailable => {
+            ": no network interface has this address; 127.0.0.1 or 0.0.0.0 are the usual \
+             choices (--listen)"
+        }
+        _ => "",
+    };
+    format!("cannot listen on {addr}: {err}{hint}").into()
+}

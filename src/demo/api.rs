@@ -229,7 +229,11 @@ fn page() -> Response<DemoBody> {
 }
 
 /// `POST /login`, body `{"name": "..."}` or empty: a new session and its httpOnly cookie.
+/// A cross-site login is refused ([`is_cross_site`]).
 async fn login(store: &Store, req: Request<Incoming>) -> Response<DemoBody> {
+    if is_cross_site(req.headers()) {
+        return detail(StatusCode::FORBIDDEN, "cross-site login refused");
+    }
     let body = match read_json(req).await {
         Ok(body) => body,
         Err(res) => return res,
@@ -252,6 +256,35 @@ async fn login(store: &Store, req: Request<Incoming>) -> Response<DemoBody> {
             res
         }
         Err(_) => detail(StatusCode::INTERNAL_SERVER_ERROR, "cannot set cookie"),
+    }
+}
+
+/// Whether a request comes from another site: login CSRF, where a hostile page logs the
+/// visitor into an account of the attacker's choosing (what they then type lands in the
+/// attacker's account). Issuing the session cookie is the cookie issuer's duty, not
+/// cookiegate's (its CSRF check guards the routes that send a token), so the demo API does it
+/// itself, as a real login endpoint must: `Sec-Fetch-Site` from browsers that send it (all
+/// current ones), else an `Origin` naming another host than the one the browser asked
+/// (`X-Forwarded-Host` behind cookiegate, else `Host`). Neither header (curl, scripts): allowed.
+fn is_cross_site(headers: &HeaderMap) -> bool {
+    if let Some(site) = headers.get("sec-fetch-site") {
+        return !matches!(site.as_bytes(), b"same-origin" | b"none");
+    }
+    let Some(origin) = headers.get(http::header::ORIGIN) else {
+        return false;
+    };
+    let asked = headers
+        .get("x-forwarded-host")
+        .or_else(|| headers.get(http::header::HOST))
+        .map(HeaderValue::as_bytes);
+    let origin_host = origin
+        .to_str()
+        .ok()
+        .and_then(|o| o.split_once("://"))
+        .map(|(_, host)| host.as_bytes());
+    match (origin_host, asked) {
+        (Some(origin_host), Some(asked)) => !origin_host.eq_ignore_ascii_case(asked),
+        _ => true,
     }
 }
 
@@ -636,6 +669,75 @@ mod tests {
         let huge = format!(r#"{{"title":"{}"}}"#, "x".repeat(MAX_BODY));
         let too_large = send(&client, &api, "POST", "/api/items", Some(&ada), &huge).await;
         assert_eq!(too_large.status, StatusCode::PAYLOAD_TOO_LARGE);
+    }
+
+    #[test]
+    fn cross_site_logins_are_told_apart() {
+        let headers = |pairs: &[(&'static str, &'static str)]| {
+            let mut map = HeaderMap::new();
+            for (name, value) in pairs {
+                map.insert(*name, HeaderValue::from_static(value));
+            }
+            map
+        };
+        let cases: &[(&[(&str, &str)], bool)] = &[
+            (&[], false),
+            (&[("sec-fetch-site", "same-origin")], false),
+            (&[("sec-fetch-site", "none")], false),
+            (&[("sec-fetch-site", "cross-site")], true),
+            (&[("sec-fetch-site", "same-site")], true),
+            (
+                &[
+                    ("host", "localhost:4000"),
+                    ("origin", "http://localhost:4000"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    ("host", "localhost:4000"),
+                    ("origin", "http://LOCALHOST:4000"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    ("host", "localhost:4000"),
+                    ("origin", "https://evil.example"),
+                ],
+                true,
+            ),
+            (
+                &[
+                    ("host", "api:80"),
+                    ("x-forwarded-host", "app:4000"),
+                    ("origin", "http://app:4000"),
+                ],
+                false,
+            ),
+            (
+                &[
+                    ("host", "app:4000"),
+                    ("x-forwarded-host", "api:80"),
+                    ("origin", "http://app:4000"),
+                ],
+                true,
+            ),
+            (&[("host", "localhost:4000"), ("origin", "null")], true),
+            (&[("origin", "http://localhost:4000")], true),
+            // The browser's word wins over a matching Origin.
+            (
+                &[
+                    ("sec-fetch-site", "cross-site"),
+                    ("host", "a"),
+                    ("origin", "http://a"),
+                ],
+                true,
+            ),
+        ];
+        for (pairs, cross) in cases {
+            assert_eq!(is_cross_site(&headers(pairs)), *cross, "{pairs:?}");
+        }
     }
 
     #[tokio::test]

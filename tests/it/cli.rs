@@ -438,3 +438,50 @@ async fn zero_config_flags_pick_prefix_and_cookie() {
     let (code, _) = running.terminate_async().await;
     assert_eq!(code, Some(0));
 }
+
+#[test]
+fn demo_help_lists_only_the_flag_it_uses_and_refuses_the_others() {
+    let dir = TempDir::new("demo-help");
+    let out = run(cookiegate(&dir).args(["demo", "--help"]));
+    assert_eq!(out.status.code(), Some(0));
+    let help = text(&out.stdout);
+    assert!(help.contains("--listen"), "{help}");
+    for ignored in ["--config", "--upstream", "--cookie", "--prefix"] {
+        assert!(
+            !help.contains(ignored),
+            "demo --help lists {ignored}:\n{help}"
+        );
+    }
+    let out = run(cookiegate(&dir).args(["--upstream", "http://127.0.0.1:8000", "demo"]));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("only --listen"),
+        "{}",
+        text(&out.stderr)
+    );
+    // `check` still takes the run flags on either side of its name.
+    let out = run(cookiegate(&dir).args(["check", "--upstream", "http://127.0.0.1:8000"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let out = run(cookiegate(&dir).args(["--upstream", "http://127.0.0.1:8000", "check"]));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn a_port_in_use_says_how_to_choose_another() {
+    let dir = TempDir::new("port-in-use");
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    for args in [
+        vec!["--upstream", "http://127.0.0.1:8000", "--listen", &addr],
+        vec!["demo", "--listen", &addr],
+    ] {
+        let out = run(cookiegate(&dir).args(&args));
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(&format!("cannot listen on {addr}")) && stderr.contains("--listen"),
+            "{args:?}: {stderr}"
+        );
+    }
+    drop(taken);
+}

@@ -39,10 +39,28 @@ async fn demo_login_cookie_reaches_the_api_as_a_bearer() {
         Some("text/html; charset=utf-8")
     );
 
+    // Login CSRF: a hostile page's form post is refused, whichever header tells.
+    for (name, value) in [
+        ("sec-fetch-site", "cross-site"),
+        ("origin", "https://evil.example"),
+    ] {
+        let forged = send(
+            &client,
+            request("POST", &url("/login"), None)
+                .header(name, value)
+                .body(full(r#"{"name":"mallory"}"#))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(forged.status, 403, "{name}: {value}");
+        assert!(forged.header("set-cookie").is_none(), "{name}: {value}");
+    }
+
     let login = send(
         &client,
         request("POST", &url("/login"), None)
             .header("content-type", "application/json")
+            .header("origin", format!("http://{addr}"))
             .body(full(r#"{"name":"ada"}"#))
             .unwrap(),
     )

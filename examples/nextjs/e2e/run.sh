@@ -5,6 +5,8 @@
 # and the Next.js app, starts them on free loopback ports, runs e2e.test.mjs with node's test
 # runner, and always stops what it started. Safe to run again: every run starts from scratch in
 # e2e/.run/. Its output ends with node's pass/fail summary; the exit status is the test's.
+# It writes nothing tracked: the page's screenshot lands in e2e/.run/screenshot.png (copy it
+# over examples/nextjs/screenshot.png to refresh the README's picture).
 #
 #   examples/nextjs/e2e/run.sh
 set -euo pipefail
@@ -30,9 +32,12 @@ step "npm ci (app, e2e)"
 (cd "$app" && npm ci --no-audit --no-fund --loglevel=error)
 (cd "$e2e" && npm ci --no-audit --no-fund --loglevel=error)
 
-step "cargo build --release (cookiegate, nextjs-backend)"
-# One cargo run for both packages of the workspace, so the crates they share build once.
-(cd "$root" && cargo build --release --locked --quiet -p cookiegate --bin cookiegate -p nextjs-backend --bin nextjs-backend)
+step "cargo build --release (cookiegate, then nextjs-backend)"
+# Two cargo runs, not one: built together, the two packages would share their crates with the
+# union of both packages' features, and target/release/cookiegate would be another (larger)
+# binary than the one `cargo build --release` makes, rebuilt at every switch between the two.
+(cd "$root" && cargo build --release --locked --quiet -p cookiegate --bin cookiegate)
+(cd "$root" && cargo build --release --locked --quiet -p nextjs-backend --bin nextjs-backend)
 # Where cargo put them: $CARGO_TARGET_DIR when set (relative to the root, as cargo reads it).
 target_dir="${CARGO_TARGET_DIR:-target}"
 case "$target_dir" in /*) ;; *) target_dir="$root/$target_dir" ;; esac
@@ -120,7 +125,7 @@ step "node --test"
 set +e
 (cd "$e2e" && BACKEND_URL="http://127.0.0.1:$backend_port" SHAPE1_URL="$shape1_url" SHAPE2_URL="$shape2_url" \
   SHAPE2_NOCOMPRESS_URL="$shape2_plain_url" \
-  AUTH_LOG="$run/auth.log" RESULTS="$run/results.json" APP_DIR="$app" SCREENSHOT="$app/screenshot.png" \
+  AUTH_LOG="$run/auth.log" RESULTS="$run/results.json" APP_DIR="$app" SCREENSHOT="$run/screenshot.png" \
   E2E_STARTED_AT="$started_at" \
   node --test --test-reporter=spec --test-concurrency=1 e2e.test.mjs)
 status=$?
