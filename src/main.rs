@@ -7,6 +7,7 @@
     reason = "the binary talks to its user on stdout (check) and stderr (errors)"
 )]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use cookiegate::cli::{Cli, Command};
 use cookiegate::config::{Config, Env, Source};
+use cookiegate::server::Listener;
+use cookiegate::server::tls::ServerTls;
 
 /// mimalloc instead of glibc's allocator: a proxied request makes a dozen short-lived
 /// allocations (heads, header maps, buffers), and under load glibc's free lists cost about
@@ -97,14 +100,45 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listener = cookiegate::server::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        let tls = config.tls.clone();
         let state = Arc::new(
             cookiegate::AppState::new(config)
                 .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
         );
-        tracing::info!(%addr, "cookiegate listening");
+        let Some(tls) = tls else {
+            tracing::info!(%addr, "cookiegate listening");
+            cookiegate::serve(listener, state, shutdown_signal()).await;
+            return Ok(());
+        };
+        let server_tls = Arc::new(ServerTls::new(&tls.loaded));
+        let reloads = tokio::spawn(reload_on_sighup(server_tls.clone(), tls.cert, tls.key));
+        tracing::info!(%addr, tls = true, "cookiegate listening");
+        let listener = Listener::with_tls(listener, server_tls);
         cookiegate::serve(listener, state, shutdown_signal()).await;
+        reloads.abort();
         Ok(())
     })
+}
+
+/// Re-reads the `[tls]` certificate and key on each SIGHUP; [`ServerTls::reload`] logs the
+/// outcome and keeps the old certificate when the new files are bad. Only the two files:
+/// reloading the rest of the config is not this task's business.
+async fn reload_on_sighup(tls: Arc<ServerTls>, cert: PathBuf, key: PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+            return;
+        };
+        while hangups.recv().await.is_some() {
+            let _ = tls.reload(&cert, &key);
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (tls, cert, key);
+    }
 }
 
 /// Builds the runtime (`workers` = 1: single-threaded; 0: one worker per CPU), installs logging
