@@ -111,7 +111,9 @@ fn serve(config: Config) -> anyhow::Result<()> {
             return Ok(());
         };
         let server_tls = Arc::new(ServerTls::new(&tls.loaded));
-        let reloads = tokio::spawn(reload_on_sighup(server_tls.clone(), tls.cert, tls.key));
+        // Registered before "listening" is logged: from then on a SIGHUP reloads instead of
+        // ending the process (its default action).
+        let reloads = reload_on_sighup(server_tls.clone(), tls.cert, tls.key)?;
         tracing::info!(%addr, tls = true, "cookiegate listening");
         let listener = Listener::with_tls(listener, server_tls);
         cookiegate::serve(listener, state, shutdown_signal()).await;
@@ -120,24 +122,29 @@ fn serve(config: Config) -> anyhow::Result<()> {
     })
 }
 
-/// Re-reads the `[tls]` certificate and key on each SIGHUP; [`ServerTls::reload`] logs the
-/// outcome and keeps the old certificate when the new files are bad. Only the two files:
-/// reloading the rest of the config is not this task's business.
-async fn reload_on_sighup(tls: Arc<ServerTls>, cert: PathBuf, key: PathBuf) {
+/// Starts the task that re-reads the `[tls]` certificate and key on each SIGHUP;
+/// [`ServerTls::reload`] logs each outcome and keeps the old certificate when the new files
+/// are bad. Only these two files: reloading the rest of the config is another matter. The
+/// caller aborts the task on shutdown.
+fn reload_on_sighup(
+    tls: Arc<ServerTls>,
+    cert: PathBuf,
+    key: PathBuf,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
-            tracing::warn!("cannot listen for SIGHUP: the TLS certificate will not be reloaded");
-            return;
-        };
-        while hangups.recv().await.is_some() {
-            let _ = tls.reload(&cert, &key);
-        }
+        let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let _ = tls.reload(&cert, &key);
+            }
+        }))
     }
     #[cfg(not(unix))]
     {
         let _ = (tls, cert, key);
+        Ok(tokio::spawn(async {}))
     }
 }
 

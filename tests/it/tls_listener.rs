@@ -20,6 +20,7 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use crate::cli::Running;
 use crate::support::*;
 
 fn fixture(name: &str) -> PathBuf {
@@ -421,4 +422,66 @@ fn check_reports_every_tls_problem_and_describes_a_good_setup() {
         key.display()
     );
     assert!(stdout.contains(&line), "{stdout}");
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_binarys_certificate_and_a_bad_key_keeps_the_old_one() {
+    let upstream = TestUpstream::echo_ok().await;
+    let dir = TempDir::new("tls-sighup");
+    install(&dir, "localhost.pem", "localhost.key");
+    // Relative paths: from the working directory.
+    let toml = tls_config(
+        Path::new("cert.pem"),
+        Path::new("key.pem"),
+        &upstream.url(),
+        "",
+    );
+    std::fs::write(
+        dir.join("gate.toml"),
+        format!("listen = \"127.0.0.1:0\"\n{toml}"),
+    )
+    .unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cookiegate"));
+    cmd.current_dir(&*dir)
+        .env_remove("COOKIEGATE_CONFIG")
+        .env_remove("BACKEND_URL")
+        .env_remove("RUST_LOG")
+        .args(["--config", "gate.toml"]);
+    let (mut running, addr) = Running::start(cmd);
+    let live = connect(addr, client_config(&[b"http/1.1"], BOTH)).await;
+    let mut live = Sender::over(live).await;
+    assert_eq!(live.get("/api/proxy/x").await.0, 200);
+
+    let key_text = std::fs::read_to_string(fixture("reload.key")).unwrap();
+    std::fs::copy(fixture("reload.pem"), dir.join("cert.pem")).unwrap();
+    std::fs::write(dir.join("key.pem"), &key_text[..key_text.len() / 2]).unwrap();
+    running.signal("HUP");
+    let line = running.wait_for_line("not reloaded");
+    assert!(
+        line.contains("tls.key") && line.contains("key.pem"),
+        "{line}"
+    );
+    let fresh = connect(addr, client_config(&[b"h2"], BOTH)).await;
+    assert_eq!(peer_leaf(&fresh), leaf("localhost.pem"));
+    drop(fresh);
+
+    std::fs::copy(fixture("reload.key"), dir.join("key.pem")).unwrap();
+    running.signal("HUP");
+    running.wait_for_line("TLS certificate reloaded");
+    let fresh = connect(addr, client_config(&[b"h2"], BOTH)).await;
+    assert_eq!(peer_leaf(&fresh), leaf("reload.pem"));
+    assert_eq!(Sender::over(fresh).await.get("/api/proxy/y").await.0, 200);
+    assert_eq!(
+        live.get("/api/proxy/z").await.0,
+        200,
+        "the live connection stays"
+    );
+    drop(live);
+
+    let (code, log) = running.terminate_async().await;
+    assert_eq!(code, Some(0), "{log}");
+    for line in key_text.lines().filter(|l| !l.starts_with("-----")) {
+        assert!(!log.contains(line), "key bytes in the log: {log}");
+    }
+    upstream.stop().await;
 }
