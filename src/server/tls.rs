@@ -19,11 +19,11 @@
 //!   none is dropped; a bad file keeps the old certificate.
 //! - **Secrets**: the key file's bytes are wiped after parsing (rustls wipes the DER it
 //!   loads), and no error or log line carries any part of them: PEM errors are reduced to
-//!   which rule was broken ([`pem_reason`]), and a key rustls cannot use is named by its file
+//!   which rule was broken (`pem_reason`), and a key rustls cannot use is named by its file
 //!   only.
 //! - **Plain HTTP on the TLS port** gets a `400` JSON answer in clear text, then the connection
 //!   is closed: the first byte of a TLS connection is always a handshake record (`0x16`), and
-//!   an HTTP request line never starts with it ([`is_tls_record`]).
+//!   an HTTP request line never starts with it (`is_tls_record`).
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
