@@ -124,8 +124,11 @@ fn serve(config: Config) -> anyhow::Result<()> {
 
 /// Starts the task that re-reads the `[tls]` certificate and key on each SIGHUP;
 /// [`ServerTls::reload`] logs each outcome and keeps the old certificate when the new files
-/// are bad. Only these two files: reloading the rest of the config is another matter. The
-/// caller aborts the task on shutdown.
+/// are bad. Only these two files, at the paths the process started with. A reload of the whole
+/// config on SIGHUP would take this task's place: validating the new file loads its `[tls]`
+/// files ([`cookiegate::config::TlsSettings::loaded`]), which it then hands to
+/// [`ServerTls::install`]. Turning TLS on or off still takes a restart. The caller aborts the
+/// task on shutdown.
 fn reload_on_sighup(
     tls: Arc<ServerTls>,
     cert: PathBuf,

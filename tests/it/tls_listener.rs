@@ -485,3 +485,86 @@ async fn sighup_reloads_the_binarys_certificate_and_a_bad_key_keeps_the_old_one(
     }
     upstream.stop().await;
 }
+
+#[tokio::test]
+async fn a_websocket_over_tls_opens_for_its_https_origin_only() {
+    // Completes any handshake with a 101 and echoes what follows (the proxy never parses
+    // frames: bytes are what it must carry).
+    let upstream = TestUpstream::builder()
+        .raw(|mut wire| async move {
+            if wire.head().await.is_none() {
+                return;
+            }
+            wire.send(
+                b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                  Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\n",
+            )
+            .await;
+            let (mut stream, early) = wire.into_parts();
+            let _ = stream.write_all(&early).await;
+            let mut buf = vec![0u8; 4096];
+            while let Ok(n @ 1..) = stream.read(&mut buf).await {
+                if stream.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        })
+        .start()
+        .await;
+    let gateway = Gateway::start(&format!(
+        "{}websocket = true\n",
+        tls_config(
+            &fixture("localhost.pem"),
+            &fixture("localhost.key"),
+            &upstream.url(),
+            ""
+        )
+    ))
+    .await;
+    let handshake = |origin: &'static str| async move {
+        let mut tls = connect(gateway.addr, client_config(&[b"http/1.1"], BOTH)).await;
+        let head = format!(
+            "GET /api/proxy/socket HTTP/1.1\r\nhost: localhost\r\nupgrade: websocket\r\n\
+             connection: Upgrade\r\nsec-websocket-key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+             sec-websocket-version: 13\r\ncookie: auth_token=tok\r\norigin: {origin}\r\n\r\n"
+        );
+        tls.write_all(head.as_bytes()).await.unwrap();
+        let mut got = Vec::new();
+        let mut byte = [0u8; 1];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = within("the handshake's answer", tls.read(&mut byte))
+                .await
+                .unwrap();
+            assert_eq!(n, 1, "closed: {:?}", String::from_utf8_lossy(&got));
+            got.push(byte[0]);
+        }
+        (tls, String::from_utf8(got).unwrap())
+    };
+    // The page's own origin is https: the connection came over TLS.
+    let (mut socket, head) = handshake("https://localhost").await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    socket.write_all(b"\x81\x02hi").await.unwrap();
+    let mut echo = [0u8; 4];
+    within("the echo", socket.read_exact(&mut echo))
+        .await
+        .unwrap();
+    assert_eq!(&echo, b"\x81\x02hi");
+    drop(socket);
+    // The same host over http is another origin.
+    let (_, head) = handshake("http://localhost").await;
+    assert!(head.starts_with("HTTP/1.1 403"), "{head}");
+    let seen = upstream.received();
+    assert_eq!(
+        seen.len(),
+        1,
+        "only the https origin's handshake went upstream"
+    );
+    assert_eq!(
+        seen[0].fields("x-forwarded-proto"),
+        ["https"],
+        "{:?}",
+        seen[0]
+    );
+    gateway.stop().await;
+    upstream.stop().await;
+}
