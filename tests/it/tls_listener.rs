@@ -206,6 +206,10 @@ async fn a_tls12_only_client_is_served() {
 async fn plain_http_and_broken_handshakes_fail_alone() {
     let upstream = TestUpstream::echo_ok().await;
     let gateway = tls_gateway(&upstream, "[server]\nheader_timeout = \"1s\"\n").await;
+    // A connection that is up before the failures and used after them.
+    let live = connect(gateway.addr, client_config(&[b"h2"], BOTH)).await;
+    let mut live = Sender::over(live).await;
+    assert_eq!(live.get("/api/proxy/before").await.0, 200);
     // Plain HTTP gets a clear-text 400 JSON answer and a close, not silence.
     let answer = raw_answer(
         gateway.addr,
@@ -250,15 +254,17 @@ async fn plain_http_and_broken_handshakes_fail_alone() {
         .connect(ServerName::try_from("localhost").unwrap(), tcp)
         .await;
     assert!(refused.is_err());
-    // The server carries on.
+    // The server carries on: the live connection and new ones.
+    assert_eq!(live.get("/api/proxy/after").await.0, 200);
     let tls = connect(gateway.addr, client_config(&[b"h2"], BOTH)).await;
     let (status, _, _) = Sender::over(tls).await.get("/api/proxy/x").await;
     assert_eq!(status, 200);
     assert_eq!(
         upstream.seen().len(),
-        1,
-        "only the TLS request went upstream"
+        3,
+        "only the TLS requests went upstream"
     );
+    drop(live);
     gateway.stop().await;
     upstream.stop().await;
 }
