@@ -6,6 +6,10 @@
 //! before any socket is bound. Where the config comes from is [`Source`] (`config/source.rs`):
 //! zero-config flags build the same [`file::FileConfig`] and go through the same validation.
 //! The route table `cookiegate check` prints is `config/describe.rs`.
+//!
+//! One exception to "no I/O but the config file": `[tls]`'s certificate and key are read and
+//! parsed during validation, so `check` can tell that they parse and belong together, and what
+//! it accepted is what the listener serves ([`TlsSettings::loaded`]).
 
 mod describe;
 pub mod file;
@@ -50,6 +54,21 @@ pub struct Config {
     pub session: Option<SessionSettings>,
     /// `[websocket]`: for routes with `websocket = true`.
     pub websocket: WebSocketSettings,
+    /// `[tls]`, when the listener ends TLS itself.
+    pub tls: Option<TlsSettings>,
+}
+
+/// `[tls]`, validated: both files were read, parsed and found to belong together.
+#[derive(Debug, Clone)]
+pub struct TlsSettings {
+    /// The PEM certificate chain's path, as written (relative paths are relative to the
+    /// working directory); re-read by a reload.
+    pub cert: PathBuf,
+    /// The PEM private key's path, as written.
+    pub key: PathBuf,
+    /// What the files held when validated: served from startup, so what `check` accepted is
+    /// what is served.
+    pub loaded: crate::server::tls::LoadedCert,
 }
 
 /// `[websocket]`, validated.
@@ -596,6 +615,71 @@ auth = "session"
         assert_eq!(session.oidc.callback_path, "/auth/callback");
         let (route, _) = cfg.routes.find("/api/x").unwrap();
         assert_eq!(route.auth, AuthMode::Session);
+    }
+
+    fn tls_section(cert: &str, key: &str) -> String {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tls/");
+        format!("[tls]\ncert = \"{dir}{cert}\"\nkey = \"{dir}{key}\"\n")
+    }
+
+    #[test]
+    fn tls_loads_a_matching_pair_and_lists_each_files_problem() {
+        let routes = "[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\n";
+        let cfg = Config::from_toml_str(&format!(
+            "{}{routes}",
+            tls_section("localhost.pem", "localhost.key")
+        ))
+        .unwrap();
+        let tls = cfg.tls.unwrap();
+        assert!(tls.cert.ends_with("localhost.pem") && tls.key.ends_with("localhost.key"));
+        assert_eq!(tls.loaded.chain_len(), 1);
+        assert!(Config::from_toml_str(routes).unwrap().tls.is_none());
+
+        assert_problems(
+            &problems(&format!("[tls]\n{routes}")),
+            &["tls.cert: is required", "tls.key: is required"],
+        );
+        assert_problems(
+            &problems(&format!("[tls]\nkey = \"k.pem\"\n{routes}")),
+            &["tls.cert: is required"],
+        );
+        assert_problems(
+            &problems(&format!(
+                "{}{routes}",
+                tls_section("missing.pem", "localhost.pem")
+            )),
+            &["tls.cert: cannot read", "tls.key: "],
+        );
+        assert_problems(
+            &problems(&format!(
+                "{}{routes}",
+                tls_section("localhost.pem", "reload.key")
+            )),
+            &["tls.key: the key in"],
+        );
+        assert!(
+            Config::from_toml_str(&format!(
+                "[tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\n{routes}"
+            ))
+            .is_err_and(|e| e.to_string().contains("unknown field `ca`"))
+        );
+    }
+
+    #[test]
+    fn auto_secure_cookies_are_secure_when_cookiegate_ends_tls() {
+        // A loopback http callback alone means local development: no Secure (and so no
+        // `__Host-` name). With `[tls]` browsers only reach cookiegate over https.
+        let text = SESSION_TOML
+            .replace(
+                "https://app.example.com/auth/callback",
+                "http://127.0.0.1:4000/auth/callback",
+            )
+            .replace("__Host-cookiegate", "sid");
+        let plain = Config::from_toml_str_with(&text, &secrets()).unwrap();
+        assert!(!plain.session.unwrap().secure);
+        let tls = tls_section("localhost.pem", "localhost.key");
+        let with_tls = Config::from_toml_str_with(&format!("{tls}{text}"), &secrets()).unwrap();
+        assert!(with_tls.session.unwrap().secure);
     }
 
     #[test]

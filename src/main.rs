@@ -7,6 +7,7 @@
     reason = "the binary talks to its user on stdout (check) and stderr (errors)"
 )]
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
@@ -14,6 +15,8 @@ use anyhow::Context as _;
 use clap::Parser;
 use cookiegate::cli::{Cli, Command, RunArgs};
 use cookiegate::config::{Config, Env, Source};
+use cookiegate::server::Listener;
+use cookiegate::server::tls::ServerTls;
 
 /// mimalloc instead of glibc's allocator: a proxied request makes a dozen short-lived
 /// allocations (heads, header maps, buffers), and under load glibc's free lists cost about
@@ -104,14 +107,55 @@ fn serve(config: Config) -> anyhow::Result<()> {
         let listener = cookiegate::server::bind(config.listen)
             .map_err(|e| anyhow::anyhow!(cookiegate::server::bind_error(config.listen, &e)))?;
         let addr = listener.local_addr()?;
+        let tls = config.tls.clone();
         let state = Arc::new(
             cookiegate::AppState::new(config)
                 .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
         );
-        tracing::info!(%addr, "cookiegate listening");
+        let Some(tls) = tls else {
+            tracing::info!(%addr, "cookiegate listening");
+            cookiegate::serve(listener, state, shutdown_signal()).await;
+            return Ok(());
+        };
+        let server_tls = Arc::new(ServerTls::new(&tls.loaded));
+        // Registered before "listening" is logged: from then on a SIGHUP reloads instead of
+        // ending the process (its default action).
+        let reloads = reload_on_sighup(server_tls.clone(), tls.cert, tls.key)?;
+        tracing::info!(%addr, tls = true, "cookiegate listening");
+        let listener = Listener::with_tls(listener, server_tls);
         cookiegate::serve(listener, state, shutdown_signal()).await;
+        reloads.abort();
         Ok(())
     })
+}
+
+/// Starts the task that re-reads the `[tls]` certificate and key on each SIGHUP;
+/// [`ServerTls::reload`] logs each outcome and keeps the old certificate when the new files
+/// are bad. Only these two files, at the paths the process started with. A reload of the whole
+/// config on SIGHUP would take this task's place: validating the new file loads its `[tls]`
+/// files ([`cookiegate::config::TlsSettings::loaded`]), which it then hands to
+/// [`ServerTls::install`]. Turning TLS on or off still takes a restart. The caller aborts the
+/// task on shutdown.
+fn reload_on_sighup(
+    tls: Arc<ServerTls>,
+    cert: PathBuf,
+    key: PathBuf,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
+        Ok(tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                let _ = tls.reload(&cert, &key);
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (tls, cert, key);
+        Ok(tokio::spawn(async {}))
+    }
 }
 
 /// Builds the runtime (`workers` = 1: single-threaded; 0: one worker per CPU), installs logging

@@ -91,7 +91,7 @@ pub(crate) struct ConnInfo {
     pub peer: std::net::IpAddr,
     /// The TCP peer's address as a header value, for `X-Forwarded-For` and friends.
     pub client_ip: HeaderValue,
-    /// How the peer reached us (cookiegate does not terminate TLS yet).
+    /// How the peer reached us: `Https` when the listener ended TLS (`[tls]`).
     pub proto: Proto,
     /// What the connection's raw-byte scanner found about its HTTP/1 request heads.
     pub framing: Arc<FramingWatch>,

@@ -1,8 +1,11 @@
 //! The accept loop: connection settings, the header timeout, graceful shutdown.
 //!
 //! [`serve`] takes a bound listener and a shutdown future, so tests bind port 0 and the binary
-//! passes a signal. Each connection speaks HTTP/1.1 (keep-alive) or HTTP/2 cleartext with prior
-//! knowledge, detected from its first bytes.
+//! passes a signal. Each connection speaks HTTP/1.1 (keep-alive) or HTTP/2 (cleartext with
+//! prior knowledge, or by ALPN over TLS), detected from its first bytes. With `[tls]` the
+//! listener ([`Listener::with_tls`]) first ends TLS ([`tls`]); the decrypted stream then goes
+//! through the same per-connection code as a plain one, generic over the stream, so a plain
+//! listener does no TLS work at all.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -22,17 +25,56 @@ use tokio::task::JoinSet;
 use crate::error::ProxyError;
 use crate::guard::framing::{FramingScanner, FramingWatch};
 use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
+use crate::trust::Proto;
 use head_timer::{HeadTimer, NeverTimer};
+use tls::ServerTls;
 
 mod head_timer;
+pub mod tls;
+
+/// A bound socket and, when `[tls]` is configured, the TLS it ends. A plain [`TcpListener`]
+/// converts into one, so `serve(listener, ..)` keeps serving plain HTTP.
+#[derive(Debug)]
+pub struct Listener {
+    tcp: TcpListener,
+    tls: Option<Arc<ServerTls>>,
+}
+
+impl Listener {
+    /// A listener whose connections start with a TLS handshake; keep a clone of `tls` to
+    /// reload its certificate ([`ServerTls::reload`]).
+    pub fn with_tls(tcp: TcpListener, tls: Arc<ServerTls>) -> Self {
+        Self {
+            tcp,
+            tls: Some(tls),
+        }
+    }
+}
+
+impl From<TcpListener> for Listener {
+    fn from(tcp: TcpListener) -> Self {
+        Self { tcp, tls: None }
+    }
+}
+
+/// What every connection of one listener shares.
+struct ConnSettings {
+    builder: auto::Builder<TokioExecutor>,
+    header_timeout: Duration,
+    max_head_bytes: usize,
+    max_headers: usize,
+    /// Whether a route carries WebSockets.
+    websockets: bool,
+}
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
 /// to `server.shutdown_grace`, and closes what is left.
 pub async fn serve(
-    listener: TcpListener,
+    listener: impl Into<Listener>,
     state: Arc<AppState>,
     shutdown: impl Future<Output = ()>,
 ) {
+    let Listener { tcp: listener, tls } = listener.into();
     let settings = &state.config.server;
     let max_head_bytes = usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX);
     let max_headers = settings.max_headers;
@@ -51,10 +93,14 @@ pub async fn serve(
         .max_header_list_size(
             u32::try_from(settings.max_header_bytes.as_u64()).unwrap_or(u32::MAX),
         );
-    let builder = Arc::new(builder);
-    let header_timeout = settings.header_timeout;
+    let conn_settings = Arc::new(ConnSettings {
+        builder,
+        header_timeout: settings.header_timeout,
+        max_head_bytes,
+        max_headers,
+        websockets: state.config.routes.has_websocket(),
+    });
     let grace = settings.shutdown_grace;
-    let websockets = state.config.routes.has_websocket();
 
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
@@ -92,50 +138,39 @@ pub async fn serve(
             );
             while refusals.try_join_next().is_some() {}
             if refusals.len() < MAX_REFUSALS_IN_FLIGHT {
-                refusals.spawn(refuse(stream));
+                let busy = ProxyError::TooManyConnections.to_http1_bytes();
+                match &tls {
+                    None => refusals.spawn(refuse(stream, busy)),
+                    Some(tls) => refusals.spawn(tls.clone().refuse(stream, busy)),
+                };
             }
             continue;
         }
-        let builder = builder.clone();
+        let settings = conn_settings.clone();
         let watcher = graceful.watcher();
         let state = state.clone();
+        let tls = tls.clone();
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
-            if !first_bytes_arrive(&stream, header_timeout).await {
-                return;
-            }
-            let framing = Arc::new(FramingWatch::default());
-            let info = Arc::new(ConnInfo {
-                peer: peer.ip(),
-                client_ip: ip_header_value(peer.ip()),
-                proto: crate::trust::Proto::Http,
-                framing: framing.clone(),
-                upgraded: std::sync::atomic::AtomicBool::new(false),
-                in_flight: AtomicUsize::new(0),
-            });
-            let stream = Scanned {
-                stream,
-                scanner: FramingScanner::new(max_head_bytes, max_headers),
-                watch: framing,
-                conn: info.clone(),
-                head_timer: HeadTimer::new(header_timeout),
-            };
-            let service = service_fn(move |req| {
-                let in_flight = info.begin();
-                proxy::handle(state.clone(), info.clone(), req, in_flight)
-            });
-            // With upgrades only when a route carries WebSockets (a 101 then hands the
-            // connection to its socket): hyper's upgradeable connection costs a few hundred
-            // instructions per request that plain proxying need not pay.
-            let ended = if websockets {
-                let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                watcher.watch(conn).await
-            } else {
-                let conn = builder.serve_connection(TokioIo::new(stream), service);
-                watcher.watch(conn).await
-            };
-            if let Err(err) = ended {
-                tracing::debug!(error = %err, "connection ended with an error");
+            let header_timeout = settings.header_timeout;
+            match tls {
+                None => {
+                    if first_bytes_arrive(&stream, header_timeout).await {
+                        serve_connection(stream, Proto::Http, peer, settings, state, watcher).await;
+                    }
+                }
+                // Boxed: the handshake's and rustls's state stay out of plain connections'
+                // tasks.
+                Some(tls) => {
+                    Box::pin(async move {
+                        if let Some(stream) = tls.handshake(stream, peer.ip(), header_timeout).await
+                        {
+                            serve_connection(stream, Proto::Https, peer, settings, state, watcher)
+                                .await;
+                        }
+                    })
+                    .await;
+                }
             }
         });
     }
@@ -172,6 +207,54 @@ pub async fn serve(
     refusals.shutdown().await;
 }
 
+/// Serves one connection's requests until it ends: `stream` is the TCP stream, or the
+/// decrypted one after a TLS handshake (`proto` says which).
+async fn serve_connection<S>(
+    stream: S,
+    proto: Proto,
+    peer: std::net::SocketAddr,
+    settings: Arc<ConnSettings>,
+    state: Arc<AppState>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let framing = Arc::new(FramingWatch::default());
+    let info = Arc::new(ConnInfo {
+        peer: peer.ip(),
+        client_ip: ip_header_value(peer.ip()),
+        proto,
+        framing: framing.clone(),
+        upgraded: std::sync::atomic::AtomicBool::new(false),
+        in_flight: AtomicUsize::new(0),
+    });
+    let stream = Scanned {
+        stream,
+        scanner: FramingScanner::new(settings.max_head_bytes, settings.max_headers),
+        watch: framing,
+        conn: info.clone(),
+        head_timer: HeadTimer::new(settings.header_timeout),
+    };
+    let service = service_fn(move |req| {
+        let in_flight = info.begin();
+        proxy::handle(state.clone(), info.clone(), req, in_flight)
+    });
+    // With upgrades only when a route carries WebSockets (a 101 then hands the
+    // connection to its socket): hyper's upgradeable connection costs a few hundred
+    // instructions per request that plain proxying need not pay.
+    let builder = &settings.builder;
+    let ended = if settings.websockets {
+        let conn = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        watcher.watch(conn).await
+    } else {
+        let conn = builder.serve_connection(TokioIo::new(stream), service);
+        watcher.watch(conn).await
+    };
+    if let Err(err) = ended {
+        tracing::debug!(error = %err, "connection ended with an error");
+    }
+}
+
 /// A connection task that panicked is a bug of ours: say so loudly (hyper's connection is
 /// gone with it; the process and every other connection carry on).
 fn log_panic(ended: Result<(), tokio::task::JoinError>) {
@@ -195,13 +278,18 @@ const MAX_REFUSALS_IN_FLIGHT: usize = 256;
 /// closes connections idle past its limit.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Answers a connection over `server.max_connections` with a 503 JSON error and closes it.
-/// The request is read (bounded, briefly) before closing so the kernel does not reset the
-/// connection and destroy the answer before the client reads it.
-async fn refuse(mut stream: TcpStream) {
-    let busy = ProxyError::TooManyConnections.to_http1_bytes();
+/// Answers a connection over `server.max_connections` with `busy` (the 503 JSON error) and
+/// closes it, within a second.
+async fn refuse(stream: TcpStream, busy: Vec<u8>) {
+    let _ = tokio::time::timeout(Duration::from_secs(1), close_with(stream, &busy)).await;
+}
+
+/// Writes `answer` and closes the connection. The request is read (bounded) before closing so
+/// the kernel does not reset the connection and destroy the answer before the client reads it;
+/// the caller bounds the time.
+async fn close_with<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S, answer: &[u8]) {
     let drain = async {
-        stream.write_all(&busy).await?;
+        stream.write_all(answer).await?;
         stream.shutdown().await?;
         let mut sink = [0u8; 4096];
         let mut left: usize = 64 * 1024;
@@ -214,7 +302,7 @@ async fn refuse(mut stream: TcpStream) {
         }
         Ok::<_, std::io::Error>(())
     };
-    let _ = tokio::time::timeout(Duration::from_secs(1), drain).await;
+    let _ = drain.await;
 }
 
 /// A client connection (any byte stream) whose incoming bytes pass through a

@@ -9,6 +9,19 @@ impl Config {
     pub fn describe(&self) -> String {
         use std::fmt::Write as _;
         let mut out = format!("listen {}\n", self.listen);
+        match &self.tls {
+            Some(tls) => {
+                let _ = writeln!(
+                    out,
+                    "tls on: cert {} ({} certificate{}), key {}; ALPN h2, http/1.1; TLS 1.2, 1.3",
+                    tls.cert.display(),
+                    tls.loaded.chain_len(),
+                    if tls.loaded.chain_len() == 1 { "" } else { "s" },
+                    tls.key.display()
+                );
+            }
+            None => out.push_str("tls off (plain HTTP)\n"),
+        }
         let csrf = match &self.csrf.mode {
             CsrfMode::Origin => "origin".to_string(),
             CsrfMode::Header(name) => format!("header {name}"),

@@ -87,6 +87,18 @@ pub struct FileConfig {
     /// `[websocket]`.
     #[serde(default)]
     pub websocket: WebSocketFile,
+    /// `[tls]`: absent = plain HTTP.
+    pub tls: Option<TlsFile>,
+}
+
+/// `[tls]`: the listener ends TLS with this certificate.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFile {
+    /// PEM certificate chain, leaf first.
+    pub cert: Option<String>,
+    /// PEM private key of the leaf (PKCS#8, RSA or EC).
+    pub key: Option<String>,
 }
 
 /// `[session]`.

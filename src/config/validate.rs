@@ -4,11 +4,11 @@ use std::net::SocketAddr;
 use std::num::NonZeroU32;
 
 use super::file::{self, CsrfFile, FileConfig, RateLimitFile, RouteFile, ServerFile};
-use super::file::{OidcFile, SessionFile, WebSocketFile};
+use super::file::{OidcFile, SessionFile, TlsFile, WebSocketFile};
 use super::units::{ByteSize, parse_duration};
 use super::{
     Config, ConfigError, Env, OidcSettings, RateLimitSettings, ServerSettings, SessionSettings,
-    WebSocketSettings,
+    TlsSettings, WebSocketSettings,
 };
 use crate::auth::session::SessionKeys;
 use crate::auth::session::chunk::{SameSite, check_name_and_secure};
@@ -70,10 +70,14 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
     }
 
     let websocket = validate_websocket(&file.websocket, &mut problems);
+    let tls = match &file.tls {
+        Some(tls) => validate_tls(tls, &mut problems).map(Some),
+        None => Some(None),
+    };
     let session = match (&file.session, &file.oidc) {
         (None, None) => Some(None),
         (Some(session), Some(oidc)) => {
-            validate_session(session, oidc, env, &mut problems).map(Some)
+            validate_session(session, oidc, file.tls.is_some(), env, &mut problems).map(Some)
         }
         (Some(_), None) => {
             problems.push("session: needs an [oidc] section (the IdP users log in with)".into());
@@ -103,6 +107,7 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         Some(rate_limit),
         Some(session),
         Some(websocket),
+        Some(tls),
     ) = (
         problems.is_empty(),
         listen,
@@ -111,6 +116,7 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         rate_limit,
         session,
         websocket,
+        tls,
     )
     else {
         return Err(ConfigError::Invalid(problems));
@@ -124,7 +130,46 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         routes: RouteTable::new(routes),
         session,
         websocket,
+        tls,
     })
+}
+
+/// `[tls]`: both keys, and files that parse and belong together. Each file's problem is listed
+/// under its own key, both when both are bad.
+fn validate_tls(t: &TlsFile, problems: &mut Vec<String>) -> Option<TlsSettings> {
+    let (cert, key) = match (&t.cert, &t.key) {
+        (Some(cert), Some(key)) => (
+            std::path::PathBuf::from(cert),
+            std::path::PathBuf::from(key),
+        ),
+        (cert, key) => {
+            let together = if cert.is_some() || key.is_some() {
+                ": cert and key go together"
+            } else {
+                ""
+            };
+            if cert.is_none() {
+                problems.push(format!(
+                    "tls.cert: is required (the PEM certificate chain, like \"/etc/cookiegate/cert.pem\"){together}"
+                ));
+            }
+            if key.is_none() {
+                problems.push(format!(
+                    "tls.key: is required (the PEM private key, like \"/etc/cookiegate/key.pem\"){together}"
+                ));
+            }
+            return None;
+        }
+    };
+    match crate::server::tls::LoadedCert::load_all(&cert, &key) {
+        Ok(loaded) => Some(TlsSettings { cert, key, loaded }),
+        Err(errors) => {
+            for err in errors {
+                problems.push(format!("{}: {err}", err.file().key_path()));
+            }
+            None
+        }
+    }
 }
 
 /// Keeps a value, or records its problem under `place`.
@@ -452,6 +497,7 @@ const RESERVED_PARAMS: [&str; 9] = [
 fn validate_session(
     s: &SessionFile,
     o: &OidcFile,
+    tls: bool,
     env: &Env,
     problems: &mut Vec<String>,
 ) -> Option<SessionSettings> {
@@ -609,8 +655,9 @@ fn validate_session(
         ("always", _) => Some(true),
         ("never", _) => Some(false),
         // Secure unless the callback is plain http on a loopback host (local development,
-        // where a browser would not send a Secure cookie back over http).
-        ("auto", Some((_, _, plain))) => Some(!plain),
+        // where a browser would not send a Secure cookie back over http), and always when
+        // cookiegate ends TLS itself: its browsers then only ever reach it over https.
+        ("auto", Some((_, _, plain))) => Some(!plain || tls),
         ("auto", None) => None,
         (other, _) => {
             problems.push(format!(

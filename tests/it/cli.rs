@@ -352,6 +352,31 @@ impl Running {
         (running, addr)
     }
 
+    /// Waits (up to 30 s) for a log line containing `needle` and returns it; earlier lines go
+    /// to the log.
+    pub fn wait_for_line(&mut self, needle: &str) -> String {
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no line with {needle:?}; log so far: {:#?}", self.log));
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends `signal` (a `kill` name such as `HUP`) to the process.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{signal}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success());
+    }
+
     /// [`Running::terminate`] off the async runtime, so the test's own clients (whose
     /// connection tasks run on that runtime) can still answer the server while it shuts down.
     pub async fn terminate_async(self) -> (Option<i32>, String) {

@@ -21,6 +21,7 @@ mod smoke;
 mod streaming;
 mod support;
 mod tls;
+mod tls_listener;
 mod trust;
 mod upstream_h1;
 mod websocket;

@@ -86,6 +86,8 @@ pub fn json_response(status: StatusCode, body: &'static str) -> Response<TestBod
 /// down and fails the test.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The listener's TLS when the config has `[tls]` (to reload its certificate).
+    pub tls: Option<Arc<cookiegate::server::tls::ServerTls>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -103,6 +105,15 @@ impl Gateway {
     pub fn start_on(listener: TcpListener, mut config: cookiegate::Config) -> Self {
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
+        // As the binary does: `[tls]` makes a TLS listener.
+        let tls = config
+            .tls
+            .as_ref()
+            .map(|tls| Arc::new(cookiegate::server::tls::ServerTls::new(&tls.loaded)));
+        let listener = match &tls {
+            Some(tls) => cookiegate::server::Listener::with_tls(listener, tls.clone()),
+            None => listener.into(),
+        };
         let state = Arc::new(cookiegate::AppState::new(config).unwrap());
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(cookiegate::serve(listener, state, async move {
@@ -110,6 +121,7 @@ impl Gateway {
         }));
         Self {
             addr,
+            tls,
             shutdown: Some(tx),
             task: Some(task),
         }
