@@ -8,7 +8,9 @@
 //! The route table `cookiegate check` prints is `config/describe.rs`.
 
 mod describe;
+mod diff;
 pub mod file;
+mod schema;
 mod source;
 pub mod units;
 mod validate;
@@ -161,6 +163,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Path answered by cookiegate itself; `None` when turned off.
     pub health_path: Option<String>,
+    /// Readiness path answered by cookiegate itself; `None` when turned off.
+    pub ready_path: Option<String>,
     /// Runtime worker threads; 0 = one per CPU.
     pub workers: usize,
     /// Concurrent client connections; more are answered 503 and closed.
@@ -186,10 +190,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown keys or wrong types.
+    /// The file is not valid TOML.
     #[error("{0}")]
     Syntax(String),
-    /// One or more values are invalid; each entry names its place.
+    /// Unknown keys, wrong types or invalid values; each entry names its place.
     #[error("{} problem{} in config:\n  {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.join("\n  "))]
     Invalid(Vec<String>),
     /// Neither a file nor an upstream was given.
@@ -204,8 +208,8 @@ impl Config {
     /// Parses and validates TOML text.
     ///
     /// # Errors
-    /// [`ConfigError::Syntax`] for TOML errors and unknown keys, [`ConfigError::Invalid`] with
-    /// every bad value.
+    /// [`ConfigError::Syntax`] for TOML syntax errors, [`ConfigError::Invalid`] with every
+    /// unknown key, wrong type and bad value.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         Self::from_toml_str_with(text, &Env::default())
     }
@@ -215,9 +219,25 @@ impl Config {
     /// # Errors
     /// As [`Config::from_toml_str`].
     pub fn from_toml_str_with(text: &str, env: &Env) -> Result<Self, ConfigError> {
-        let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        Self::from_file(file, env)
+        // Syntax first (fails at once, with line and column); then every unknown key and wrong
+        // type, then every bad value, reported together (`config/schema.rs`).
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        let sifted = schema::sift(table, schema::ROOT);
+        let file: FileConfig = toml::Value::Table(sifted.table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        match Self::from_file(file, env) {
+            Ok(config) if sifted.problems.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError::Invalid(sifted.problems)),
+            Err(ConfigError::Invalid(more)) => {
+                let mut problems = sifted.problems.clone();
+                problems.extend(more.into_iter().filter(|p| !sifted.is_reported(p)));
+                Err(ConfigError::Invalid(problems))
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// Reads, parses and validates a file.
@@ -402,12 +422,46 @@ upstream = "http://h"
 
     #[test]
     fn unknown_keys_are_errors() {
-        let err = Config::from_toml_str(
-            "[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\ncookies = \"x\"\n",
-        )
-        .unwrap_err();
+        assert_problems(
+            &problems("[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\ncookies = \"x\"\n"),
+            &["routes[0].cookies: unknown key (did you mean cookie?)"],
+        );
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_are_reported_together() {
+        let found = problems(
+            r#"
+[server]
+max_connections = "lots"
+idle_timeout = "forever"
+[[routes]]
+prefix = "/api"
+upstrem = "http://h"
+upstream = "ftp://h"
+[[routes]]
+prefix = 7
+upstream = "http://h"
+"#,
+        );
+        assert_problems(
+            &found,
+            &[
+                "server.max_connections: expected an integer, found a string",
+                "server.idle_timeout: `forever` is not a duration",
+                "routes[0].upstrem: unknown key (did you mean upstream?)",
+                "routes[0].upstream: scheme must be http or https",
+                // Not also "is required": the wrong type was the problem.
+                "routes[1].prefix: expected a string, found an integer",
+            ],
+        );
+    }
+
+    #[test]
+    fn syntax_errors_fail_at_once_with_their_line() {
+        let err = Config::from_toml_str("[[routes]]\nprefix = \"/\nupstream = 1\n").unwrap_err();
         assert!(
-            matches!(err, ConfigError::Syntax(ref m) if m.contains("unknown field `cookies`")),
+            matches!(err, ConfigError::Syntax(ref m) if m.contains("line 2")),
             "{err}"
         );
     }
@@ -442,6 +496,34 @@ upstream = "http://h"
         assert!(
             matches!(missing, Err(ConfigError::Invalid(p)) if p[0].starts_with("routes[0].upstream: is required"))
         );
+    }
+
+    #[test]
+    fn zero_config_problems_name_the_flag_or_variable() {
+        let env = Env {
+            backend_url: Some("ftp://x".into()),
+            ..Env::default()
+        };
+        let from_env = Source::Flags(ZeroConfig::default()).load(&env);
+        assert!(
+            matches!(from_env, Err(ConfigError::Invalid(ref p)) if p == &["BACKEND_URL: scheme must be http or https"]),
+            "{from_env:?}"
+        );
+        let flags = ZeroConfig {
+            upstream: Some("ftp://x".into()),
+            prefix: Some("api".into()),
+            ..ZeroConfig::default()
+        };
+        let from_flags = Source::Flags(flags).load(&env);
+        let Err(ConfigError::Invalid(p)) = from_flags else {
+            panic!("{from_flags:?}");
+        };
+        assert!(
+            p.iter()
+                .any(|p| p == "--upstream: scheme must be http or https"),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|p| p.starts_with("--prefix: `api`")), "{p:?}");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use cookiegate::cli::{Cli, Command};
-use cookiegate::config::{Config, Env, Source};
+use cookiegate::config::{Config, ConfigError, Env, Source};
 
 /// mimalloc instead of glibc's allocator: a proxied request makes a dozen short-lived
 /// allocations (heads, header maps, buffers), and under load glibc's free lists cost about
@@ -41,7 +41,17 @@ fn load(cli: &Cli) -> Result<(Source, Config), String> {
     let env = Env::from_process();
     let source =
         Source::choose(cli.config.clone(), cli.zero_config(), &env).map_err(|e| e.to_string())?;
-    let mut config = source.load(&env).map_err(|e| e.to_string())?;
+    let mut config = source.load(&env).map_err(|e| match e {
+        // Every problem, one a line, under where the config came from.
+        ConfigError::Invalid(problems) => format!(
+            "{} problem{} in config from {}:\n  {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            source.describe(),
+            problems.join("\n  ")
+        ),
+        other => other.to_string(),
+    })?;
     if let Some(listen) = &cli.listen {
         config.listen = listen.parse().map_err(|_| {
             format!("--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\"")

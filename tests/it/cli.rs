@@ -199,6 +199,40 @@ auth = "session"
 }
 
 #[test]
+fn check_reports_unknown_keys_wrong_types_and_bad_values_in_one_run() {
+    let dir = TempDir::new("check-all");
+    std::fs::write(
+        dir.join("gate.toml"),
+        r#"
+[server]
+max_connections = "many"
+idle_timeout = "forever"
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:8000"
+[[routes]]
+prefix = "/files"
+upstrem = "http://127.0.0.1:8001"
+upstream = "ftp://files.example"
+"#,
+    )
+    .unwrap();
+    let out = run(cookiegate(&dir).args(["check", "--config", "gate.toml"]));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for want in [
+        "4 problems in config from gate.toml",
+        "routes[1].upstrem: unknown key (did you mean upstream?)",
+        "server.max_connections: expected an integer, found a string",
+        "server.idle_timeout: `forever` is not a duration",
+        "routes[1].upstream: scheme must be http or https",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn unknown_keys_and_missing_files_exit_2() {
     let dir = TempDir::new("check-unknown");
     std::fs::write(
@@ -209,7 +243,7 @@ fn unknown_keys_and_missing_files_exit_2() {
     let out = run(cookiegate(&dir).args(["check", "--config", "typo.toml"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("unknown field `cokie`"),
+        text(&out.stderr).contains("routes[0].cokie: unknown key (did you mean cookie?)"),
         "{}",
         text(&out.stderr)
     );
@@ -274,7 +308,29 @@ fn config_sources_follow_flag_env_and_backend_url() {
 
     let out = run(cookiegate(&dir).args(["check", "--upstream", "gopher://x"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("routes[0].upstream: scheme must be http or https"));
+    assert!(text(&out.stderr).contains("--upstream: scheme must be http or https"));
+    assert!(text(&out.stderr).contains("in config from command-line flags"));
+
+    // A bad $BACKEND_URL is named as such, not as a key of a file that does not exist.
+    let out = run(cookiegate(&dir)
+        .arg("check")
+        .env("BACKEND_URL", "gopher://x"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("BACKEND_URL: scheme must be http or https")
+            && !stderr.contains("routes[0]")
+            && stderr.contains("from environment (BACKEND_URL)"),
+        "{stderr}"
+    );
+    let out = run(cookiegate(&dir)
+        .arg("check")
+        .env("BACKEND_URL", "http://127.0.0.1:8123"));
+    assert!(
+        text(&out.stdout).contains("config ok: environment (BACKEND_URL)"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out =
         run(cookiegate(&dir).args(["check", "--config", "env.toml", "--upstream", "http://x"]));
