@@ -99,8 +99,21 @@ impl std::fmt::Debug for SessionSettings {
     }
 }
 
+impl SessionSettings {
+    /// Whether `other` is the same settings (keys compared by their ids): a reload that keeps
+    /// them keeps the token handler, its refreshes in flight and its opened sessions.
+    pub(crate) fn is_same(&self, other: &SessionSettings) -> bool {
+        self.cookie.as_str() == other.cookie.as_str()
+            && self.keys.is_same(&other.keys)
+            && self.max_age == other.max_age
+            && self.same_site == other.same_site
+            && self.secure == other.secure
+            && self.oidc == other.oidc
+    }
+}
+
 /// `[oidc]`, validated.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OidcSettings {
     /// The issuer, exactly as the IdP names itself (`iss` is compared with it byte for byte).
     pub issuer: String,
@@ -138,7 +151,7 @@ impl std::fmt::Debug for OidcSettings {
 }
 
 /// `[rate_limit]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// Sustained requests per second per client.
     pub per_second: NonZeroU32,

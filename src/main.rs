@@ -41,7 +41,25 @@ fn load(cli: &Cli) -> Result<(Source, Config), String> {
     let env = Env::from_process();
     let source =
         Source::choose(cli.config.clone(), cli.zero_config(), &env).map_err(|e| e.to_string())?;
-    let mut config = source.load(&env).map_err(|e| match e {
+    let config = load_from(cli, &source, &env).map_err(|e| describe_error(&source, e))?;
+    Ok((source, config))
+}
+
+/// Loads and validates `source` (again, at a reload), with `--listen` applied.
+fn load_from(cli: &Cli, source: &Source, env: &Env) -> Result<Config, ConfigError> {
+    let mut config = source.load(env)?;
+    if let Some(listen) = &cli.listen {
+        config.listen = listen.parse().map_err(|_| {
+            ConfigError::Invalid(vec![format!(
+                "--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\""
+            )])
+        })?;
+    }
+    Ok(config)
+}
+
+fn describe_error(source: &Source, err: ConfigError) -> String {
+    match err {
         // Every problem, one a line, under where the config came from.
         ConfigError::Invalid(problems) => format!(
             "{} problem{} in config from {}:\n  {}",
@@ -51,13 +69,7 @@ fn load(cli: &Cli) -> Result<(Source, Config), String> {
             problems.join("\n  ")
         ),
         other => other.to_string(),
-    })?;
-    if let Some(listen) = &cli.listen {
-        config.listen = listen.parse().map_err(|_| {
-            format!("--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\"")
-        })?;
     }
-    Ok((source, config))
 }
 
 fn check(cli: &Cli) -> ExitCode {
@@ -75,14 +87,14 @@ fn check(cli: &Cli) -> ExitCode {
 }
 
 fn run(cli: &Cli) -> ExitCode {
-    let config = match load(cli) {
-        Ok((_, config)) => config,
+    let (source, config) = match load(cli) {
+        Ok(loaded) => loaded,
         Err(problems) => {
             eprintln!("error: {problems}");
             return ExitCode::from(2);
         }
     };
-    exit_code(serve(config))
+    exit_code(serve(cli, source, config))
 }
 
 fn demo(cli: &Cli) -> ExitCode {
@@ -100,21 +112,73 @@ fn demo(cli: &Cli) -> ExitCode {
     }))
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(cli: &Cli, source: Source, config: Config) -> anyhow::Result<()> {
     let workers = config.server.workers;
     let level = config.log_level.clone();
     run_runtime(workers, &level, async move {
         let listener = cookiegate::server::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
+        // Long-lived shared things are made here, once, and outlive every reload.
+        let lasting = Arc::new(cookiegate::proxy::Lasting::default());
         let state = Arc::new(
-            cookiegate::AppState::new(config)
+            cookiegate::AppState::with_lasting(config, lasting)
                 .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
         );
+        let live = cookiegate::server::Live::new(state);
         tracing::info!(%addr, "cookiegate listening");
-        cookiegate::serve(listener, state, shutdown_signal()).await;
-        Ok(())
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = first_rx.await;
+        };
+        tokio::select! {
+            () = cookiegate::serve(listener, live.clone(), shutdown) => Ok(()),
+            () = reload_on_hangup(cli, &source, &live) => Ok(()),
+            () = signals(first_tx) => {
+                // The drain is abandoned: what is still in flight is cut.
+                Err(anyhow::anyhow!("a second signal cut the graceful shutdown short"))
+            }
+        }
     })
+}
+
+/// Resolves on the second SIGTERM or SIGINT: the first starts the graceful drain
+/// (`first`), a second one during it means "now" (an operator pressing Ctrl-C twice).
+async fn signals(first: tokio::sync::oneshot::Sender<()>) {
+    let mut signals = Signals::new();
+    signals.next().await;
+    tracing::info!("shutdown signal received");
+    let _ = first.send(());
+    signals.next().await;
+    tracing::warn!("second signal: exiting now");
+}
+
+/// SIGHUP re-reads the config file (and the environment, for its secrets) and applies it to
+/// new requests; an invalid file keeps the running config ([`cookiegate::server::Live::reload`]).
+/// Without a file (flags, `$BACKEND_URL`) there is nothing to re-read: a process's environment
+/// cannot change from outside, so a change there takes a restart, and that is logged.
+async fn reload_on_hangup(cli: &Cli, source: &Source, live: &cookiegate::server::Live) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+            tracing::warn!("cannot listen for SIGHUP: reloading is off");
+            return std::future::pending().await;
+        };
+        while hangups.recv().await.is_some() {
+            match source {
+                Source::File(path) => {
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+                    live.reload(load_from(cli, source, &Env::from_process()));
+                }
+                Source::Flags(_) => tracing::warn!(
+                    "SIGHUP: no config file to re-read (the config comes from flags and the \
+                     environment, fixed at start); restart to change it"
+                ),
+            }
+        }
+    }
+    std::future::pending().await
 }
 
 /// Builds the runtime (`workers` = 1: single-threaded; 0: one worker per CPU), installs logging
@@ -155,26 +219,54 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C), one after the other.
+struct Signals {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.term) => {}
+                () = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    Signals::new().next().await;
     tracing::info!("shutdown signal received");
 }

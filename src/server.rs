@@ -1,7 +1,7 @@
 //! The accept loop: connection settings, the header timeout, graceful shutdown.
 //!
-//! [`serve`] takes a bound listener and a shutdown future, so tests bind port 0 and the binary
-//! passes a signal. Each connection speaks HTTP/1.1 (keep-alive) or HTTP/2 cleartext with prior
+//! [`serve`] takes a bound listener, the state (or a [`Live`] one that reloads) and a shutdown
+//! future, so tests bind port 0 and the binary passes a signal. Each connection speaks HTTP/1.1 (keep-alive) or HTTP/2 cleartext with prior
 //! knowledge, detected from its first bytes.
 
 use std::future::Future;
@@ -23,43 +23,78 @@ use crate::error::ProxyError;
 use crate::guard::framing::{FramingScanner, FramingWatch};
 use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
 use head_timer::{HeadTimer, NeverTimer};
+pub use reload::Live;
 
 mod head_timer;
+mod reload;
+
+/// Connection settings from one config's `[server]`: a reload applies them to new
+/// connections.
+struct ConnSettings {
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    max_head_bytes: usize,
+    max_headers: usize,
+    header_timeout: Duration,
+    max_connections: usize,
+    /// Whether any route carries WebSockets (connections are served with upgrades).
+    websockets: bool,
+}
+
+impl ConnSettings {
+    fn of(state: &AppState) -> Self {
+        let settings = &state.config.server;
+        let max_head_bytes =
+            usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX);
+        let max_headers = settings.max_headers;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            // Heads are timed by `Scanned` (see `head_timer`): hyper's timer never fires.
+            .timer(NeverTimer)
+            .header_read_timeout(settings.header_timeout)
+            .max_headers(max_headers)
+            .max_buf_size(max_head_bytes)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(
+                u32::try_from(settings.max_header_bytes.as_u64()).unwrap_or(u32::MAX),
+            );
+        Self {
+            builder: Arc::new(builder),
+            max_head_bytes,
+            max_headers,
+            header_timeout: settings.header_timeout,
+            max_connections: settings.max_connections,
+            websockets: state.config.routes.has_websocket(),
+        }
+    }
+}
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
 /// to `server.shutdown_grace`, and closes what is left.
+///
+/// `state` is an `Arc<AppState>`, or a [`Live`] someone else may [`Live::reload`]: each
+/// request runs on the state current when it arrived, each new connection gets the current
+/// `[server]` settings. With sessions configured, the IdP's discovery starts at once in the
+/// background (and again for a reloaded IdP), so `/readyz` turns 200 without a first login.
+/// From the shutdown signal on, `/readyz` answers 503 on every connection still open.
 pub async fn serve(
     listener: TcpListener,
-    state: Arc<AppState>,
+    state: impl Into<Live>,
     shutdown: impl Future<Output = ()>,
 ) {
-    let settings = &state.config.server;
-    let max_head_bytes = usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX);
-    let max_headers = settings.max_headers;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // Heads are timed by `Scanned` (see `head_timer`): hyper's timer never fires.
-        .timer(NeverTimer)
-        .header_read_timeout(settings.header_timeout)
-        .max_headers(max_headers)
-        .max_buf_size(max_head_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(settings.max_header_bytes.as_u64()).unwrap_or(u32::MAX),
-        );
-    let builder = Arc::new(builder);
-    let header_timeout = settings.header_timeout;
-    let grace = settings.shutdown_grace;
-    let websockets = state.config.routes.has_websocket();
+    let live: Live = state.into();
+    let mut swapped = live.subscribe();
+    let mut current = live.current();
+    let mut settings = ConnSettings::of(&current);
+    let mut discovery = JoinSet::new();
+    discover(&current, None, &mut discovery);
 
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
-    let max_connections = settings.max_connections;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -67,7 +102,14 @@ pub async fn serve(
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = sweep.tick() => {
-                state.sweep();
+                live.current().sweep();
+                continue;
+            }
+            Ok(()) = swapped.changed() => {
+                let next = live.current();
+                discover(&next, Some(&current), &mut discovery);
+                settings = ConnSettings::of(&next);
+                current = next;
                 continue;
             }
             () = &mut shutdown => break,
@@ -85,6 +127,7 @@ pub async fn serve(
                 continue;
             }
         };
+        let max_connections = settings.max_connections;
         if connections.len() >= max_connections {
             tracing::warn!(
                 max_connections,
@@ -96,9 +139,15 @@ pub async fn serve(
             }
             continue;
         }
-        let builder = builder.clone();
+        let builder = settings.builder.clone();
+        let (max_head_bytes, max_headers, header_timeout, websockets) = (
+            settings.max_head_bytes,
+            settings.max_headers,
+            settings.header_timeout,
+            settings.websockets,
+        );
         let watcher = graceful.watcher();
-        let state = state.clone();
+        let live = live.clone();
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
             if !first_bytes_arrive(&stream, header_timeout).await {
@@ -122,7 +171,8 @@ pub async fn serve(
             };
             let service = service_fn(move |req| {
                 let in_flight = info.begin();
-                proxy::handle(state.clone(), info.clone(), req, in_flight)
+                // The state current as the request arrives, kept to its end.
+                proxy::handle(live.current(), info.clone(), req, in_flight)
             });
             // With upgrades only when a route carries WebSockets (a 101 then hands the
             // connection to its socket): hyper's upgradeable connection costs a few hundred
@@ -140,6 +190,12 @@ pub async fn serve(
         });
     }
     drop(listener);
+    discovery.shutdown().await;
+    let state = live.current();
+    // From here `/readyz` answers 503 on the connections still open.
+    state.lasting.start_draining();
+    let grace = state.config.server.shutdown_grace;
+    let sockets = &state.lasting.sockets;
     tracing::info!(
         connections = connections.len(),
         "shutting down: no longer accepting"
@@ -148,28 +204,43 @@ pub async fn serve(
     // closed.
     let drained = async {
         graceful.shutdown().await;
-        state.guards.sockets.all_closed().await;
+        sockets.all_closed().await;
     };
     tokio::select! {
         () = drained => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(
             connections = connections.len(),
-            websockets = state.guards.sockets.open(),
+            websockets = sockets.open(),
             "shutdown grace period over; closing the remaining connections"
         ),
     }
-    state.guards.sockets.close_all();
+    sockets.close_all();
     // The sockets close at once; their tasks get a moment to log their lines.
-    let _ = tokio::time::timeout(
-        Duration::from_millis(500),
-        state.guards.sockets.all_closed(),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), sockets.all_closed()).await;
     connections.abort_all();
     while let Some(ended) = connections.join_next().await {
         log_panic(ended);
     }
     refusals.shutdown().await;
+}
+
+/// Starts loading the IdP's discovery document in the background when `state` has a token
+/// handler that has not loaded it, unless `previous` already had that same handler (whose
+/// discovery is running). The task belongs to the accept loop, which aborts it at shutdown.
+fn discover(state: &Arc<AppState>, previous: Option<&Arc<AppState>>, tasks: &mut JoinSet<()>) {
+    let Some(tokens) = &state.tokens else {
+        tasks.abort_all();
+        return;
+    };
+    let same = previous
+        .and_then(|p| p.tokens.as_ref())
+        .is_some_and(|old| Arc::ptr_eq(old, tokens));
+    if same || tokens.is_discovered() {
+        return;
+    }
+    tasks.abort_all();
+    let (tokens, client) = (tokens.clone(), state.client.clone());
+    tasks.spawn(async move { tokens.discover_until_ready(&client).await });
 }
 
 /// A connection task that panicked is a bug of ours: say so loudly (hyper's connection is

@@ -302,8 +302,14 @@ pub(crate) struct TokenHandler {
     provider: tokio::sync::Mutex<Option<Arc<Provider>>>,
     jwks_fetched: Mutex<Option<tokio::time::Instant>>,
     discovery_failed: Mutex<Option<tokio::time::Instant>>,
-    used_states: Mutex<HashMap<String, u64>>,
-    jtis: Mutex<JtiCache>,
+    /// Why the last discovery failed (a fixed public reason, for `/readyz`).
+    discovery_failure: Mutex<Option<&'static str>>,
+    /// Set once the IdP's discovery document and JWKS are loaded.
+    discovered: std::sync::atomic::AtomicBool,
+    /// Shared with the handler a reload replaces this one with: replay protection must not
+    /// restart at a reload.
+    used_states: Arc<Mutex<HashMap<String, u64>>>,
+    jtis: Arc<Mutex<JtiCache>>,
     refresher: Refresher,
 }
 
@@ -324,17 +330,65 @@ pub(crate) fn bearer(access_token: &str) -> Result<HeaderValue, ProxyError> {
 }
 
 impl TokenHandler {
-    /// A handler for these settings; IdP calls time out after `timeout`.
-    pub(crate) fn new(settings: SessionSettings, timeout: Duration) -> Self {
+    /// A handler for these settings; IdP calls time out after `timeout`. With the handler of
+    /// the config before a reload (`previous`), the used login states and seen logout tokens
+    /// are shared with it, so a state used before the reload stays used.
+    pub(crate) fn new(
+        settings: SessionSettings,
+        timeout: Duration,
+        previous: Option<&TokenHandler>,
+    ) -> Self {
         Self {
             settings,
             timeout,
             provider: tokio::sync::Mutex::new(None),
             jwks_fetched: Mutex::new(None),
             discovery_failed: Mutex::new(None),
-            used_states: Mutex::new(HashMap::new()),
-            jtis: Mutex::new(JtiCache::new(MAX_JTIS)),
+            discovery_failure: Mutex::new(None),
+            discovered: std::sync::atomic::AtomicBool::new(false),
+            used_states: previous.map_or_else(Arc::default, |p| p.used_states.clone()),
+            jtis: previous.map_or_else(
+                || Arc::new(Mutex::new(JtiCache::new(MAX_JTIS))),
+                |p| p.jtis.clone(),
+            ),
             refresher: Refresher::default(),
+        }
+    }
+
+    /// Whether the IdP's discovery document (and its JWKS) is loaded.
+    pub(crate) fn is_discovered(&self) -> bool {
+        self.discovered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why the last discovery attempt failed, as a fixed public reason (no URL, no secret).
+    pub(crate) fn discovery_failure(&self) -> Option<&'static str> {
+        *self
+            .discovery_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the IdP's discovery document until it succeeds, so the server becomes ready
+    /// without waiting for a first login: tries at once, then again after each failure, waiting
+    /// 2 s, 4 s, ... up to 30 s between attempts. The server owns (and aborts) the task.
+    pub(crate) async fn discover_until_ready(&self, client: &Arc<UpstreamClient>) {
+        let mut wait = DISCOVERY_RETRY;
+        loop {
+            match self.provider(client).await {
+                Ok(_) => {
+                    tracing::info!(issuer = %self.settings.oidc.issuer, "identity provider discovered");
+                    return;
+                }
+                Err(err) => tracing::warn!(
+                    issuer = %self.settings.oidc.issuer,
+                    error = %err,
+                    cause = %crate::proxy::SourceChain(&err),
+                    retry_in_s = wait.as_secs(),
+                    "identity provider discovery failed"
+                ),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -511,6 +565,8 @@ impl TokenHandler {
         match discovered {
             Ok(provider) => {
                 *slot = Some(provider.clone());
+                self.discovered
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(provider)
             }
             Err(err) => {
@@ -518,6 +574,10 @@ impl TokenHandler {
                     .discovery_failed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+                *self
+                    .discovery_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(public_reason(&err));
                 Err(err)
             }
         }
@@ -1086,6 +1146,18 @@ struct CallParts {
     client: Arc<UpstreamClient>,
     credentials: HeaderValue,
     timeout: Duration,
+}
+
+/// A discovery failure's reason as `/readyz` may show it: a fixed text, never a URL, an
+/// address or an answer's content.
+fn public_reason(err: &ProxyError) -> &'static str {
+    match err {
+        ProxyError::IdpInvalid(what) => what,
+        ProxyError::IdpUnreachable(_) => "identity provider unreachable",
+        ProxyError::IdpTimeout => "identity provider timed out",
+        ProxyError::IdpUnavailable => "identity provider unavailable",
+        _ => "identity provider discovery failed",
+    }
 }
 
 /// The refresh itself (RFC 6749 §6), in its own task.
