@@ -152,11 +152,15 @@ async fn proxy(
     let forward = match admission::admit(config, &state.guards, &facts) {
         // Probes stay out of the access log: they would drown it.
         Ok(Admitted::Health) => {
-            *log = None;
+            if let Some(log) = log.take() {
+                log.discard();
+            }
             return Ok(fixed(error::health()));
         }
         Ok(Admitted::Ready) => {
-            *log = None;
+            if let Some(log) = log.take() {
+                log.discard();
+            }
             return Ok(fixed(error::readiness(state.not_ready())));
         }
         Ok(Admitted::Auth(auth)) => return token_endpoint(state, auth, req, log).await,

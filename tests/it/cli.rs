@@ -11,7 +11,7 @@ use crate::support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_cookiegate");
 
 /// A command for the binary in `dir`, with the environment it reads cleared.
-fn cookiegate(dir: &Path) -> Command {
+pub(crate) fn cookiegate(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("COOKIEGATE_CONFIG")
@@ -406,6 +406,46 @@ impl Running {
             }
         };
         (running, addr)
+    }
+
+    /// Waits (up to 30 s) for a log line containing `needle`, keeping every line read, and
+    /// returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
+        loop {
+            let line = self
+                .lines
+                .recv_timeout(Duration::from_secs(30))
+                .unwrap_or_else(|_| panic!("no line with {needle:?}; log: {:#?}", self.log));
+            self.log.push(line.clone());
+            if line.contains(needle) {
+                return line;
+            }
+        }
+    }
+
+    /// Sends a signal (`HUP`, `TERM`, ...) with `kill`.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill")
+            .args([&format!("-{name}"), &pid])
+            .status()
+            .unwrap();
+        assert!(sent.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit on its own; returns its exit code and the whole log.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.log.push(line);
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stderr reader did not panic");
+        }
+        (status.code(), self.log.join("\n"))
     }
 
     /// [`Running::terminate`] off the async runtime, so the test's own clients (whose

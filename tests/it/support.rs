@@ -86,6 +86,8 @@ pub fn json_response(status: StatusCode, body: &'static str) -> Response<TestBod
 /// down and fails the test.
 pub struct Gateway {
     pub addr: SocketAddr,
+    /// The running state, which [`Gateway::reload`] replaces.
+    pub live: cookiegate::server::Live,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -104,12 +106,14 @@ impl Gateway {
         let addr = listener.local_addr().unwrap();
         config.listen = addr;
         let state = Arc::new(cookiegate::AppState::new(config).unwrap());
+        let live = cookiegate::server::Live::new(state);
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(cookiegate::serve(listener, state, async move {
+        let task = tokio::spawn(cookiegate::serve(listener, live.clone(), async move {
             let _ = rx.await;
         }));
         Self {
             addr,
+            live,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -125,6 +129,16 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Reloads with this TOML (its `listen` replaced by the gateway's address, as at start);
+    /// returns whether it was applied.
+    pub fn reload(&self, toml: &str, env: &cookiegate::config::Env) -> bool {
+        let loaded = cookiegate::Config::from_toml_str_with(toml, env).map(|mut config| {
+            config.listen = self.addr;
+            config
+        });
+        self.live.reload(loaded)
     }
 
     /// Signals shutdown and waits (within [`GUARD`]) for `serve` to return: the proxy's task is
