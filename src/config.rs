@@ -314,6 +314,7 @@ mod tests {
         assert_eq!(cfg.server.header_timeout, Duration::from_secs(10));
         assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!(cfg.server.health_path.as_deref(), Some("/healthz"));
+        assert_eq!(cfg.server.ready_path.as_deref(), Some("/readyz"));
         assert_eq!(cfg.server.max_connections, 10_000);
         assert_eq!(cfg.server.max_headers, 100);
         assert_eq!(cfg.server.max_header_bytes, ByteSize(64 * 1024));

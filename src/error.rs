@@ -1,5 +1,5 @@
 //! [`ProxyError`]: every way a request can end early, its status, and its JSON rendering; and
-//! the other answers cookiegate writes itself (the health endpoint's).
+//! the other answers cookiegate writes itself (the health and readiness endpoints').
 //!
 //! Exactly one function, [`ProxyError::to_response`], turns an error into a response, even for
 //! a connection refused before HTTP is spoken ([`ProxyError::to_http1_bytes`]). The body is

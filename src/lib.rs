@@ -6,7 +6,8 @@
 //! A request travels one way, and the modules follow it:
 //!
 //! - [`server`]: accept loop, connection settings, the request-head timeout, graceful
-//!   shutdown;
+//!   shutdown (draining, readiness), and the running state a reload swaps ([`server::Live`];
+//!   what survives a reload is in `proxy/state.rs`'s docs, [`proxy::Lasting`]);
 //! - [`admission`]: the whole refusal order as one pure function, [`admission::admit`] (health, methods,
 //!   origin-form, route, path mapping, framing, CSRF, rate limit, declared size, session),
 //!   over [`routing`] (longest-prefix routes, upstream path mapping), [`trust`] (who the client
