@@ -190,10 +190,10 @@ pub async fn serve(
         });
     }
     drop(listener);
-    discovery.shutdown().await;
     let state = live.current();
     // From here `/readyz` answers 503 on the connections still open.
     state.lasting.start_draining();
+    discovery.shutdown().await;
     let grace = state.config.server.shutdown_grace;
     let sockets = &state.lasting.sockets;
     tracing::info!(

@@ -332,14 +332,15 @@ pub(crate) fn bearer(access_token: &str) -> Result<HeaderValue, ProxyError> {
 impl TokenHandler {
     /// A handler for these settings; IdP calls time out after `timeout`. With the handler of
     /// the config before a reload (`previous`), the used login states and seen logout tokens
-    /// are shared with it, so a state used before the reload stays used.
+    /// are shared with it, so a state used before the reload stays used; and with the same IdP
+    /// and client, so are the refreshes in flight and just landed (a refresh token redeemed
+    /// twice, once per handler, could end the user's session at an IdP that rotates them).
     pub(crate) fn new(
         settings: SessionSettings,
         timeout: Duration,
         previous: Option<&TokenHandler>,
     ) -> Self {
         Self {
-            settings,
             timeout,
             provider: tokio::sync::Mutex::new(None),
             jwks_fetched: Mutex::new(None),
@@ -351,7 +352,16 @@ impl TokenHandler {
                 || Arc::new(Mutex::new(JtiCache::new(MAX_JTIS))),
                 |p| p.jtis.clone(),
             ),
-            refresher: Refresher::default(),
+            refresher: match previous {
+                Some(p)
+                    if p.settings.oidc.issuer == settings.oidc.issuer
+                        && p.settings.oidc.client_id == settings.oidc.client_id =>
+                {
+                    p.refresher.clone()
+                }
+                _ => Refresher::default(),
+            },
+            settings,
         }
     }
 

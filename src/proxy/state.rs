@@ -14,7 +14,9 @@
 //!   per-session cap counts them all, so a reload cannot be used to open more), and whether
 //!   the server is draining;
 //! - **used login states and seen logout tokens**, whatever changed: they are replay
-//!   protection, and a reload must not reopen a replay window;
+//!   protection, and a reload must not reopen a replay window; **refreshes in flight** (and just
+//!   landed) as long as the IdP and client id are the same: a refresh token redeemed a second
+//!   time by a new handler could end the session at an IdP that rotates refresh tokens;
 //! - **the token handler as a whole** (the discovered IdP, refreshes in flight, the single
 //!   flight that makes concurrent requests share one refresh) when `[session]`, `[oidc]` and
 //!   `upstream_timeout` are unchanged: a second refresh of a rotated refresh token would end
@@ -219,4 +221,50 @@ fn client_targets(config: &Config) -> Vec<String> {
 fn build_client(config: &Config) -> Result<UpstreamClient, BoxError> {
     let issuer = config.session.as_ref().map(|s| s.oidc.issuer.as_str());
     forward::build_client(&config.routes, issuer, config.server.upstream_timeout)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Env;
+
+    fn session_config(max_age: &str) -> Config {
+        let env = Env::default()
+            .with_var(
+                "COOKIEGATE_SESSION_KEYS",
+                "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=",
+            )
+            .with_var("COOKIEGATE_CLIENT_SECRET", "s");
+        Config::from_toml_str_with(
+            &format!(
+                "[session]\nmax_age = \"{max_age}\"\n[oidc]\nissuer = \"https://idp.example\"\n\
+                 client_id = \"c\"\nredirect_uri = \"https://app.example/auth/callback\"\n\
+                 [[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:1\"\nauth = \"session\"\n"
+            ),
+            &env,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn the_token_handler_is_kept_only_while_the_session_settings_are() {
+        let first = AppState::new(session_config("8h")).unwrap();
+        let same = first.next(session_config("8h")).unwrap();
+        let (a, b) = (
+            first.tokens.as_ref().unwrap(),
+            same.tokens.as_ref().unwrap(),
+        );
+        assert!(Arc::ptr_eq(a, b));
+        assert!(Arc::ptr_eq(&first.guards.opened, &same.guards.opened));
+        let changed = same.next(session_config("7h")).unwrap();
+        assert!(!Arc::ptr_eq(b, changed.tokens.as_ref().unwrap()));
+        assert!(
+            !Arc::ptr_eq(&same.guards.opened, &changed.guards.opened),
+            "opened sessions are not kept across new session settings"
+        );
+        assert!(Arc::ptr_eq(
+            &first.guards.revocations,
+            &changed.guards.revocations
+        ));
+    }
 }
