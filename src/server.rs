@@ -171,8 +171,7 @@ pub async fn serve(
             };
             let service = service_fn(move |req| {
                 let in_flight = info.begin();
-                // The state current as the request arrives, kept to its end.
-                proxy::handle(live.current(), info.clone(), req, in_flight)
+                proxy::handle(live.clone(), info.clone(), req, in_flight)
             });
             // With upgrades only when a route carries WebSockets (a 101 then hands the
             // connection to its socket): hyper's upgradeable connection costs a few hundred
