@@ -116,6 +116,10 @@ fn serve(cli: &Cli, source: Source, config: Config) -> anyhow::Result<()> {
     let workers = config.server.workers;
     let level = config.log_level.clone();
     run_runtime(workers, &level, async move {
+        // Signal handlers first: from here on SIGHUP, SIGTERM and SIGINT no longer end the
+        // process by their default action.
+        let signals = Signals::new();
+        let hangups = hangups();
         let listener = cookiegate::server::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
@@ -133,8 +137,8 @@ fn serve(cli: &Cli, source: Source, config: Config) -> anyhow::Result<()> {
         };
         tokio::select! {
             () = cookiegate::serve(listener, live.clone(), shutdown) => Ok(()),
-            () = reload_on_hangup(cli, &source, &live) => Ok(()),
-            () = signals(first_tx) => {
+            () = reload_on_hangup(hangups, cli, &source, &live) => Ok(()),
+            () = second_signal(signals, first_tx) => {
                 // The drain is abandoned: what is still in flight is cut.
                 Err(anyhow::anyhow!("a second signal cut the graceful shutdown short"))
             }
@@ -144,8 +148,7 @@ fn serve(cli: &Cli, source: Source, config: Config) -> anyhow::Result<()> {
 
 /// Resolves on the second SIGTERM or SIGINT: the first starts the graceful drain
 /// (`first`), a second one during it means "now" (an operator pressing Ctrl-C twice).
-async fn signals(first: tokio::sync::oneshot::Sender<()>) {
-    let mut signals = Signals::new();
+async fn second_signal(mut signals: Signals, first: tokio::sync::oneshot::Sender<()>) {
     signals.next().await;
     tracing::info!("shutdown signal received");
     let _ = first.send(());
@@ -157,11 +160,15 @@ async fn signals(first: tokio::sync::oneshot::Sender<()>) {
 /// new requests; an invalid file keeps the running config ([`cookiegate::server::Live::reload`]).
 /// Without a file (flags, `$BACKEND_URL`) there is nothing to re-read: a process's environment
 /// cannot change from outside, so a change there takes a restart, and that is logged.
-async fn reload_on_hangup(cli: &Cli, source: &Source, live: &cookiegate::server::Live) {
+async fn reload_on_hangup(
+    hangups: Option<Hangups>,
+    cli: &Cli,
+    source: &Source,
+    live: &cookiegate::server::Live,
+) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+        let Some(mut hangups) = hangups else {
             tracing::warn!("cannot listen for SIGHUP: reloading is off");
             return std::future::pending().await;
         };
@@ -178,7 +185,26 @@ async fn reload_on_hangup(cli: &Cli, source: &Source, live: &cookiegate::server:
             }
         }
     }
+    #[cfg(not(unix))]
+    let _ = (hangups, cli, source, live);
     std::future::pending().await
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// The SIGHUP stream (`None` where it cannot be had).
+fn hangups() -> Option<Hangups> {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
+    }
+    #[cfg(not(unix))]
+    {
+        None
+    }
 }
 
 /// Builds the runtime (`workers` = 1: single-threaded; 0: one worker per CPU), installs logging

@@ -180,7 +180,12 @@ impl Source {
         match self {
             Self::File(path) => path.display().to_string(),
             Self::Flags(flags) if flags.upstream.is_some() => "command-line flags".into(),
-            Self::Flags(_) => "environment (BACKEND_URL) and command-line flags".into(),
+            Self::Flags(flags)
+                if flags.listen.is_some() || flags.prefix.is_some() || flags.cookie.is_some() =>
+            {
+                "environment (BACKEND_URL) and command-line flags".into()
+            }
+            Self::Flags(_) => "environment (BACKEND_URL)".into(),
         }
     }
 }
