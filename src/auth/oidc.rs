@@ -306,11 +306,28 @@ pub(crate) struct TokenHandler {
     discovery_failure: Mutex<Option<&'static str>>,
     /// Set once the IdP's discovery document and JWKS are loaded.
     discovered: std::sync::atomic::AtomicBool,
-    /// Shared with the handler a reload replaces this one with: replay protection must not
-    /// restart at a reload.
-    used_states: Arc<Mutex<HashMap<String, u64>>>,
-    jtis: Arc<Mutex<JtiCache>>,
+    /// Used login states and seen logout tokens, kept across reloads.
+    memory: Arc<LoginMemory>,
     refresher: Refresher,
+}
+
+/// What the token handler remembers to refuse replays: used login states and seen logout
+/// tokens. Built once per server and handed to every token handler a reload builds (with
+/// [`crate::proxy::Lasting`]): a reload, even one that drops `[session]` and brings it back,
+/// must not reopen a replay window.
+#[derive(Debug)]
+pub(crate) struct LoginMemory {
+    used_states: Mutex<HashMap<String, u64>>,
+    jtis: Mutex<JtiCache>,
+}
+
+impl Default for LoginMemory {
+    fn default() -> Self {
+        Self {
+            used_states: Mutex::new(HashMap::new()),
+            jtis: Mutex::new(JtiCache::new(MAX_JTIS)),
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenHandler {
@@ -330,14 +347,15 @@ pub(crate) fn bearer(access_token: &str) -> Result<HeaderValue, ProxyError> {
 }
 
 impl TokenHandler {
-    /// A handler for these settings; IdP calls time out after `timeout`. With the handler of
-    /// the config before a reload (`previous`), the used login states and seen logout tokens
-    /// are shared with it, so a state used before the reload stays used; and with the same IdP
-    /// and client, so are the refreshes in flight and just landed (a refresh token redeemed
-    /// twice, once per handler, could end the user's session at an IdP that rotates them).
+    /// A handler for these settings; IdP calls time out after `timeout`; replays are refused
+    /// with `memory`. With the handler of the config before a reload (`previous`) for the same
+    /// IdP and client, the refreshes in flight and just landed are shared with it (a refresh
+    /// token redeemed twice, once per handler, could end the user's session at an IdP that
+    /// rotates them).
     pub(crate) fn new(
         settings: SessionSettings,
         timeout: Duration,
+        memory: Arc<LoginMemory>,
         previous: Option<&TokenHandler>,
     ) -> Self {
         Self {
@@ -347,11 +365,7 @@ impl TokenHandler {
             discovery_failed: Mutex::new(None),
             discovery_failure: Mutex::new(None),
             discovered: std::sync::atomic::AtomicBool::new(false),
-            used_states: previous.map_or_else(Arc::default, |p| p.used_states.clone()),
-            jtis: previous.map_or_else(
-                || Arc::new(Mutex::new(JtiCache::new(MAX_JTIS))),
-                |p| p.jtis.clone(),
-            ),
+            memory,
             refresher: match previous {
                 Some(p)
                     if p.settings.oidc.issuer == settings.oidc.issuer
@@ -930,7 +944,11 @@ impl TokenHandler {
             return Err(ProxyError::LoginFailed("the login took too long"));
         }
         // Usable once: a replayed callback (same cookie, same state) is refused.
-        let mut used = self.used_states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used = self
+            .memory
+            .used_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if used.len() >= MAX_USED_STATES {
             used.retain(|_, until| *until > now);
             if used.len() >= MAX_USED_STATES {
@@ -1039,6 +1057,7 @@ impl TokenHandler {
             .await?
             .map_err(|_| ProxyError::BadLogoutToken("the logout token is not valid"))?;
         let fresh = self
+            .memory
             .jtis
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1142,7 +1161,8 @@ impl TokenHandler {
     pub(crate) fn sweep(&self, revocations: &Revocations, opened: &OpenedCache) {
         let now = now();
         opened.sweep(now);
-        self.used_states
+        self.memory
+            .used_states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, until| *until > now);

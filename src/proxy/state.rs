@@ -11,10 +11,10 @@
 //! - **always** ([`Lasting`], built once and handed from state to state): the revocation list
 //!   (a logged-out session must stay refused: forgetting it would let a stolen cookie back in),
 //!   the open WebSockets ([`Sockets`]: shutdown closes every one, old state's or new, and the
-//!   per-session cap counts them all, so a reload cannot be used to open more), and whether
-//!   the server is draining;
-//! - **used login states and seen logout tokens**, whatever changed: they are replay
-//!   protection, and a reload must not reopen a replay window; **refreshes in flight** (and just
+//!   per-session cap counts them all, so a reload cannot be used to open more), used login
+//!   states and seen logout tokens (replay protection: a reload must not reopen a replay
+//!   window), and whether the server is draining;
+//! - **refreshes in flight** (and just
 //!   landed) as long as the IdP and client id are the same: a refresh token redeemed a second
 //!   time by a new handler could end the session at an IdP that rotates refresh tokens;
 //! - **the token handler as a whole** (the discovered IdP, refreshes in flight, the single
@@ -34,7 +34,7 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use crate::auth::oidc::TokenHandler;
+use crate::auth::oidc::{LoginMemory, TokenHandler};
 use crate::auth::revocation::Revocations;
 use crate::config::Config;
 use crate::error::BoxError;
@@ -52,6 +52,8 @@ pub struct Lasting {
     pub(crate) revocations: Arc<Revocations>,
     /// Open WebSockets (the per-session cap, shutdown).
     pub(crate) sockets: Arc<Sockets>,
+    /// Used login states and seen logout tokens.
+    pub(crate) logins: Arc<LoginMemory>,
     /// Set when shutdown begins: readiness answers 503 from then on.
     draining: AtomicBool,
 }
@@ -104,6 +106,7 @@ impl AppState {
             Arc::new(TokenHandler::new(
                 settings,
                 config.server.upstream_timeout,
+                lasting.logins.clone(),
                 None,
             ))
         });
@@ -144,6 +147,7 @@ impl AppState {
             (previous, Some(settings)) => Some(Arc::new(TokenHandler::new(
                 settings,
                 config.server.upstream_timeout,
+                self.lasting.logins.clone(),
                 previous.as_deref(),
             ))),
             (_, None) => None,
