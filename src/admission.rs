@@ -5,7 +5,9 @@
 //! The order, each step refusing before anything reaches the upstream (a request failing
 //! several checks gets the first one's answer; the table test pins this):
 //!
-//! 1. the health endpoint (`GET`/`HEAD` on `server.health_path`) -> answered here;
+//! 1. the health endpoint (`GET`/`HEAD` on `server.health_path`) -> answered here; the
+//!    readiness endpoint (`server.ready_path`) -> answered by the pipeline, which knows
+//!    whether the server is draining or still discovering its IdP;
 //! 2. CONNECT and TRACE -> 405; a target that is not an origin-form path -> 400;
 //! 3. the token handler's endpoints (`[oidc] path` and the callback) come before the routes,
 //!    with the same steps below in the same order (methods, framing, CSRF for logout, rate
@@ -75,6 +77,8 @@ pub struct Facts<'a> {
 pub enum Admitted<'c> {
     /// The health endpoint: answer `200 {"status":"ok"}`.
     Health,
+    /// The readiness endpoint: answer whether the server takes traffic.
+    Ready,
     /// Forward it.
     Forward(Forward<'c>),
     /// One of the token handler's own endpoints (login, callback, user, logout, back-channel).
@@ -127,6 +131,11 @@ pub fn admit<'c>(
         && (method == Method::GET || method == Method::HEAD)
     {
         return Ok(Admitted::Health);
+    }
+    if config.server.ready_path.as_deref() == Some(path)
+        && (method == Method::GET || method == Method::HEAD)
+    {
+        return Ok(Admitted::Ready);
     }
     if !is_forwardable(method) {
         return Err(ProxyError::MethodNotAllowed(HeaderValue::from_static(

@@ -12,7 +12,9 @@
 //! it accepted is what the listener serves ([`TlsSettings::loaded`]).
 
 mod describe;
+mod diff;
 pub mod file;
+mod schema;
 mod source;
 pub mod units;
 mod validate;
@@ -116,8 +118,21 @@ impl std::fmt::Debug for SessionSettings {
     }
 }
 
+impl SessionSettings {
+    /// Whether `other` is the same settings (keys compared by their ids): a reload that keeps
+    /// them keeps the token handler, its refreshes in flight and its opened sessions.
+    pub(crate) fn is_same(&self, other: &SessionSettings) -> bool {
+        self.cookie.as_str() == other.cookie.as_str()
+            && self.keys.is_same(&other.keys)
+            && self.max_age == other.max_age
+            && self.same_site == other.same_site
+            && self.secure == other.secure
+            && self.oidc == other.oidc
+    }
+}
+
 /// `[oidc]`, validated.
-#[derive(Clone)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct OidcSettings {
     /// The issuer, exactly as the IdP names itself (`iss` is compared with it byte for byte).
     pub issuer: String,
@@ -155,7 +170,7 @@ impl std::fmt::Debug for OidcSettings {
 }
 
 /// `[rate_limit]`, validated.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
     /// Sustained requests per second per client.
     pub per_second: NonZeroU32,
@@ -180,6 +195,8 @@ pub struct ServerSettings {
     pub shutdown_grace: Duration,
     /// Path answered by cookiegate itself; `None` when turned off.
     pub health_path: Option<String>,
+    /// Readiness path answered by cookiegate itself; `None` when turned off.
+    pub ready_path: Option<String>,
     /// Runtime worker threads; 0 = one per CPU.
     pub workers: usize,
     /// Concurrent client connections; more are answered 503 and closed.
@@ -205,10 +222,10 @@ pub enum ConfigError {
         #[source]
         source: std::io::Error,
     },
-    /// The file is not valid TOML or has unknown keys or wrong types.
+    /// The file is not valid TOML.
     #[error("{0}")]
     Syntax(String),
-    /// One or more values are invalid; each entry names its place.
+    /// Unknown keys, wrong types or invalid values; each entry names its place.
     #[error("{} problem{} in config:\n  {}", .0.len(), if .0.len() == 1 { "" } else { "s" }, .0.join("\n  "))]
     Invalid(Vec<String>),
     /// Neither a file nor an upstream was given.
@@ -223,8 +240,8 @@ impl Config {
     /// Parses and validates TOML text.
     ///
     /// # Errors
-    /// [`ConfigError::Syntax`] for TOML errors and unknown keys, [`ConfigError::Invalid`] with
-    /// every bad value.
+    /// [`ConfigError::Syntax`] for TOML syntax errors, [`ConfigError::Invalid`] with every
+    /// unknown key, wrong type and bad value.
     pub fn from_toml_str(text: &str) -> Result<Self, ConfigError> {
         Self::from_toml_str_with(text, &Env::default())
     }
@@ -234,9 +251,25 @@ impl Config {
     /// # Errors
     /// As [`Config::from_toml_str`].
     pub fn from_toml_str_with(text: &str, env: &Env) -> Result<Self, ConfigError> {
-        let file: FileConfig =
-            toml::from_str(text).map_err(|e| ConfigError::Syntax(e.to_string()))?;
-        Self::from_file(file, env)
+        // Syntax first (fails at once, with line and column); then every unknown key and wrong
+        // type, then every bad value, reported together (`config/schema.rs`).
+        let table: toml::Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        let sifted = schema::sift(table, schema::ROOT);
+        let file: FileConfig = toml::Value::Table(sifted.table.clone())
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax(e.to_string()))?;
+        match Self::from_file(file, env) {
+            Ok(config) if sifted.problems.is_empty() => Ok(config),
+            Ok(_) => Err(ConfigError::Invalid(sifted.problems)),
+            Err(ConfigError::Invalid(more)) => {
+                let mut problems = sifted.problems.clone();
+                problems.extend(more.into_iter().filter(|p| !sifted.is_reported(p)));
+                Err(ConfigError::Invalid(problems))
+            }
+            Err(other) => Err(other),
+        }
     }
 
     /// Reads, parses and validates a file.
@@ -290,7 +323,15 @@ mod tests {
     #[test]
     fn readme_example_parses_with_its_annotated_values() {
         let readme = include_str!("../README.md");
-        let start = readme.find("```toml\n").expect("README has a toml block") + 8;
+        // The annotated reference: the first toml block of the "Configuration" section.
+        let section = readme
+            .find("\n## Configuration\n")
+            .expect("README has a Configuration section");
+        let start = section
+            + readme[section..]
+                .find("```toml\n")
+                .expect("README has a toml block")
+            + 8;
         let end = start + readme[start..].find("```").expect("block ends");
         let cfg = Config::from_toml_str(&readme[start..end]).unwrap();
         assert_eq!(cfg.listen.to_string(), "127.0.0.1:4000");
@@ -300,6 +341,7 @@ mod tests {
         assert_eq!(cfg.server.header_timeout, Duration::from_secs(10));
         assert_eq!(cfg.server.shutdown_grace, Duration::from_secs(30));
         assert_eq!(cfg.server.health_path.as_deref(), Some("/healthz"));
+        assert_eq!(cfg.server.ready_path.as_deref(), Some("/readyz"));
         assert_eq!(cfg.server.max_connections, 10_000);
         assert_eq!(cfg.server.max_headers, 100);
         assert_eq!(cfg.server.max_header_bytes, ByteSize(64 * 1024));
@@ -421,12 +463,46 @@ upstream = "http://h"
 
     #[test]
     fn unknown_keys_are_errors() {
-        let err = Config::from_toml_str(
-            "[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\ncookies = \"x\"\n",
-        )
-        .unwrap_err();
+        assert_problems(
+            &problems("[[routes]]\nprefix = \"/\"\nupstream = \"http://h\"\ncookies = \"x\"\n"),
+            &["routes[0].cookies: unknown key (did you mean cookie?)"],
+        );
+    }
+
+    #[test]
+    fn unknown_keys_wrong_types_and_bad_values_are_reported_together() {
+        let found = problems(
+            r#"
+[server]
+max_connections = "lots"
+idle_timeout = "forever"
+[[routes]]
+prefix = "/api"
+upstrem = "http://h"
+upstream = "ftp://h"
+[[routes]]
+prefix = 7
+upstream = "http://h"
+"#,
+        );
+        assert_problems(
+            &found,
+            &[
+                "server.max_connections: expected an integer, found a string",
+                "server.idle_timeout: `forever` is not a duration",
+                "routes[0].upstrem: unknown key (did you mean upstream?)",
+                "routes[0].upstream: scheme must be http or https",
+                // Not also "is required": the wrong type was the problem.
+                "routes[1].prefix: expected a string, found an integer",
+            ],
+        );
+    }
+
+    #[test]
+    fn syntax_errors_fail_at_once_with_their_line() {
+        let err = Config::from_toml_str("[[routes]]\nprefix = \"/\nupstream = 1\n").unwrap_err();
         assert!(
-            matches!(err, ConfigError::Syntax(ref m) if m.contains("unknown field `cookies`")),
+            matches!(err, ConfigError::Syntax(ref m) if m.contains("line 2")),
             "{err}"
         );
     }
@@ -461,6 +537,34 @@ upstream = "http://h"
         assert!(
             matches!(missing, Err(ConfigError::Invalid(p)) if p[0].starts_with("routes[0].upstream: is required"))
         );
+    }
+
+    #[test]
+    fn zero_config_problems_name_the_flag_or_variable() {
+        let env = Env {
+            backend_url: Some("ftp://x".into()),
+            ..Env::default()
+        };
+        let from_env = Source::Flags(ZeroConfig::default()).load(&env);
+        assert!(
+            matches!(from_env, Err(ConfigError::Invalid(ref p)) if p == &["BACKEND_URL: scheme must be http or https"]),
+            "{from_env:?}"
+        );
+        let flags = ZeroConfig {
+            upstream: Some("ftp://x".into()),
+            prefix: Some("api".into()),
+            ..ZeroConfig::default()
+        };
+        let from_flags = Source::Flags(flags).load(&env);
+        let Err(ConfigError::Invalid(p)) = from_flags else {
+            panic!("{from_flags:?}");
+        };
+        assert!(
+            p.iter()
+                .any(|p| p == "--upstream: scheme must be http or https"),
+            "{p:?}"
+        );
+        assert!(p.iter().any(|p| p.starts_with("--prefix: `api`")), "{p:?}");
     }
 
     #[test]
@@ -661,7 +765,7 @@ auth = "session"
             Config::from_toml_str(&format!(
                 "[tls]\ncert = \"a\"\nkey = \"b\"\nca = \"c\"\n{routes}"
             ))
-            .is_err_and(|e| e.to_string().contains("unknown field `ca`"))
+            .is_err_and(|e| e.to_string().contains("tls.ca: unknown key"))
         );
     }
 

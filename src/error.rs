@@ -1,5 +1,5 @@
 //! [`ProxyError`]: every way a request can end early, its status, and its JSON rendering; and
-//! the other answers cookiegate writes itself (the health endpoint's).
+//! the other answers cookiegate writes itself (the health and readiness endpoints').
 //!
 //! Exactly one function, [`ProxyError::to_response`], turns an error into a response, even for
 //! a connection refused before HTTP is spoken ([`ProxyError::to_http1_bytes`]). The body is
@@ -285,6 +285,39 @@ pub(crate) fn health() -> Response<Bytes> {
     let mut res = Response::new(Bytes::from_static(b"{\"status\":\"ok\"}"));
     res.headers_mut()
         .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res
+}
+
+/// The readiness endpoint's answer: `200 {"status":"ready"}`, or 503 with why not:
+/// `{"status":"draining"}` after a shutdown signal, `{"status":"starting","reason":...}` while
+/// the IdP's discovery document is not loaded (the reason is a fixed text, never an address).
+pub(crate) fn readiness(not_ready: Option<crate::proxy::NotReady>) -> Response<Bytes> {
+    use crate::proxy::NotReady;
+    let (status, body) = match not_ready {
+        None => (StatusCode::OK, serde_json::json!({ "status": "ready" })),
+        Some(NotReady::Draining) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({ "status": "draining" }),
+        ),
+        Some(NotReady::Discovery(reason)) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "status": "starting",
+                "reason": match reason {
+                    Some(why) => format!("identity provider discovery failed: {why}"),
+                    None => "identity provider discovery not finished".to_string(),
+                },
+            }),
+        ),
+    };
+    let mut res = Response::new(Bytes::from(body.to_string()));
+    *res.status_mut() = status;
+    res.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    res.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     res
 }
 

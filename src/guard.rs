@@ -11,39 +11,61 @@ pub mod csrf;
 pub(crate) mod framing;
 pub mod rate_limit;
 
+use std::sync::Arc;
+
 use http::header::{CONTENT_LENGTH, HeaderMap, TRANSFER_ENCODING};
 
 use crate::config::Config;
 use csrf::CsrfPolicy;
 use rate_limit::ClientLimiter;
 
-/// The guards' state, built once from the config.
+/// The guards' state, built from one config (a reload carries parts of it over, see
+/// [`crate::proxy::Lasting`]).
 #[derive(Debug)]
 pub struct Guards {
     /// CSRF policy.
     pub csrf: CsrfPolicy,
     /// The rate limiter, when `[rate_limit]` is configured.
-    pub limiter: Option<ClientLimiter>,
-    /// Sessions logged out before their cookie expired.
-    pub(crate) revocations: crate::auth::revocation::Revocations,
-    /// Open WebSockets (the per-session cap, shutdown).
-    pub(crate) sockets: std::sync::Arc<crate::proxy::websocket::Sockets>,
+    pub limiter: Option<Arc<ClientLimiter>>,
+    /// Sessions logged out before their cookie expired (outlives reloads).
+    pub(crate) revocations: Arc<crate::auth::revocation::Revocations>,
+    /// Open WebSockets (the per-session cap, shutdown; outlives reloads).
+    pub(crate) sockets: Arc<crate::proxy::websocket::Sockets>,
     /// Sessions already opened, by cookie value.
-    pub(crate) opened: crate::auth::opened::OpenedCache,
+    pub(crate) opened: Arc<crate::auth::opened::OpenedCache>,
 }
 
 impl Guards {
     /// Builds the guards from the config.
     pub fn new(config: &Config) -> Self {
+        Self::carry(config, &crate::proxy::Lasting::default(), None)
+    }
+
+    /// Builds the guards for `config` on the long-lived parts of `lasting`. With the
+    /// `previous` config and guards (a reload), the rate-limit buckets are kept when the limit
+    /// is unchanged, and the opened sessions when the session settings are (`same_session`).
+    pub(crate) fn carry(
+        config: &Config,
+        lasting: &crate::proxy::Lasting,
+        previous: Option<(&Config, &Guards, bool)>,
+    ) -> Self {
+        let limiter = match (&config.rate_limit, previous) {
+            (Some(new), Some((old, guards, _))) if old.rate_limit.as_ref() == Some(new) => {
+                guards.limiter.clone()
+            }
+            (Some(r), _) => Some(Arc::new(ClientLimiter::new(r.per_second, r.burst, r.key))),
+            (None, _) => None,
+        };
+        let opened = match previous {
+            Some((_, guards, true)) => guards.opened.clone(),
+            _ => Arc::default(),
+        };
         Self {
             csrf: config.csrf.clone(),
-            limiter: config
-                .rate_limit
-                .as_ref()
-                .map(|r| ClientLimiter::new(r.per_second, r.burst, r.key)),
-            revocations: crate::auth::revocation::Revocations::default(),
-            sockets: std::sync::Arc::default(),
-            opened: crate::auth::opened::OpenedCache::default(),
+            limiter,
+            revocations: lasting.revocations.clone(),
+            sockets: lasting.sockets.clone(),
+            opened,
         }
     }
 }

@@ -6,7 +6,9 @@
 //! A request travels one way, and the modules follow it:
 //!
 //! - [`server`]: accept loop, connection settings, the request-head timeout, graceful
-//!   shutdown, and TLS termination with certificate reload ([`server::tls`]);
+//!   shutdown (draining, readiness), TLS termination with certificate reload ([`server::tls`]),
+//!   and the running state a reload swaps ([`server::Live`]; what survives a reload is in
+//!   `proxy/state.rs`'s docs, [`proxy::Lasting`]);
 //! - [`admission`]: the whole refusal order as one pure function, [`admission::admit`] (health, methods,
 //!   origin-form, route, path mapping, framing, CSRF, rate limit, declared size, session),
 //!   over [`routing`] (longest-prefix routes, upstream path mapping), [`trust`] (who the client

@@ -7,14 +7,13 @@
     reason = "the binary talks to its user on stdout (check) and stderr (errors)"
 )]
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::Parser;
 use cookiegate::cli::{Cli, Command, RunArgs};
-use cookiegate::config::{Config, Env, Source};
+use cookiegate::config::{Config, ConfigError, Env, Source};
 use cookiegate::server::Listener;
 use cookiegate::server::tls::ServerTls;
 
@@ -42,7 +41,7 @@ fn main() -> ExitCode {
         Some(Command::Demo(demo_args)) => {
             demo(demo_args.listen.as_deref().or(args.listen.as_deref()))
         }
-        None => run(&args),
+        None => run(args),
     }
 }
 
@@ -51,13 +50,35 @@ fn load(cli: &RunArgs) -> Result<(Source, Config), String> {
     let env = Env::from_process();
     let source =
         Source::choose(cli.config.clone(), cli.zero_config(), &env).map_err(|e| e.to_string())?;
-    let mut config = source.load(&env).map_err(|e| e.to_string())?;
+    let config = load_from(cli, &source, &env).map_err(|e| describe_error(&source, e))?;
+    Ok((source, config))
+}
+
+/// Loads and validates `source` (again, at a reload), with `--listen` applied.
+fn load_from(cli: &RunArgs, source: &Source, env: &Env) -> Result<Config, ConfigError> {
+    let mut config = source.load(env)?;
     if let Some(listen) = &cli.listen {
         config.listen = listen.parse().map_err(|_| {
-            format!("--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\"")
+            ConfigError::Invalid(vec![format!(
+                "--listen: `{listen}` must be an IP address and port, like \"127.0.0.1:4000\""
+            )])
         })?;
     }
-    Ok((source, config))
+    Ok(config)
+}
+
+fn describe_error(source: &Source, err: ConfigError) -> String {
+    match err {
+        // Every problem, one a line, under where the config came from.
+        ConfigError::Invalid(problems) => format!(
+            "{} problem{} in config from {}:\n  {}",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" },
+            source.describe(),
+            problems.join("\n  ")
+        ),
+        other => other.to_string(),
+    }
 }
 
 fn check(cli: &RunArgs) -> ExitCode {
@@ -74,15 +95,15 @@ fn check(cli: &RunArgs) -> ExitCode {
     }
 }
 
-fn run(cli: &RunArgs) -> ExitCode {
-    let config = match load(cli) {
-        Ok((_, config)) => config,
+fn run(cli: RunArgs) -> ExitCode {
+    let (source, config) = match load(&cli) {
+        Ok(loaded) => loaded,
         Err(problems) => {
             eprintln!("error: {problems}");
             return ExitCode::from(2);
         }
     };
-    exit_code(serve(config))
+    exit_code(serve(cli, source, config))
 }
 
 fn demo(listen: Option<&str>) -> ExitCode {
@@ -100,61 +121,110 @@ fn demo(listen: Option<&str>) -> ExitCode {
     }))
 }
 
-fn serve(config: Config) -> anyhow::Result<()> {
+fn serve(cli: RunArgs, source: Source, config: Config) -> anyhow::Result<()> {
     let workers = config.server.workers;
     let level = config.log_level.clone();
     run_runtime(workers, &level, async move {
+        // Signal handlers first: from here on SIGHUP, SIGTERM and SIGINT no longer end the
+        // process by their default action.
+        let signals = Signals::new();
+        let hangups = hangups();
         let listener = cookiegate::server::bind(config.listen)
             .map_err(|e| anyhow::anyhow!(cookiegate::server::bind_error(config.listen, &e)))?;
         let addr = listener.local_addr()?;
-        let tls = config.tls.clone();
+        // Long-lived shared things are made here, once, and outlive every reload: the TLS
+        // listener's certificate among them (a reload installs the new files in it).
+        let server_tls = config
+            .tls
+            .as_ref()
+            .map(|tls| Arc::new(ServerTls::new(&tls.loaded)));
+        let lasting = Arc::new(match &server_tls {
+            Some(tls) => cookiegate::proxy::Lasting::with_tls(tls.clone()),
+            None => cookiegate::proxy::Lasting::default(),
+        });
         let state = Arc::new(
-            cookiegate::AppState::new(config)
+            cookiegate::AppState::with_lasting(config, lasting)
                 .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
         );
-        let Some(tls) = tls else {
-            tracing::info!(%addr, "cookiegate listening");
-            cookiegate::serve(listener, state, shutdown_signal()).await;
-            return Ok(());
+        let live = cookiegate::server::Live::new(state);
+        tracing::info!(%addr, tls = server_tls.is_some(), "cookiegate listening");
+        let listener = match server_tls {
+            Some(tls) => Listener::with_tls(listener, tls),
+            None => Listener::from(listener),
         };
-        let server_tls = Arc::new(ServerTls::new(&tls.loaded));
-        // Registered before "listening" is logged: from then on a SIGHUP reloads instead of
-        // ending the process (its default action).
-        let reloads = reload_on_sighup(server_tls.clone(), tls.cert, tls.key)?;
-        tracing::info!(%addr, tls = true, "cookiegate listening");
-        let listener = Listener::with_tls(listener, server_tls);
-        cookiegate::serve(listener, state, shutdown_signal()).await;
-        reloads.abort();
-        Ok(())
+        let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
+        let shutdown = async move {
+            let _ = first_rx.await;
+        };
+        tokio::select! {
+            () = cookiegate::serve(listener, live.clone(), shutdown) => Ok(()),
+            () = reload_on_hangup(hangups, &cli, &source, &live) => Ok(()),
+            () = second_signal(signals, first_tx) => {
+                // The drain is abandoned: what is still in flight is cut.
+                Err(anyhow::anyhow!("a second signal cut the graceful shutdown short"))
+            }
+        }
     })
 }
 
-/// Starts the task that re-reads the `[tls]` certificate and key on each SIGHUP;
-/// [`ServerTls::reload`] logs each outcome and keeps the old certificate when the new files
-/// are bad. Only these two files, at the paths the process started with. A reload of the whole
-/// config on SIGHUP would take this task's place: validating the new file loads its `[tls]`
-/// files ([`cookiegate::config::TlsSettings::loaded`]), which it then hands to
-/// [`ServerTls::install`]. Turning TLS on or off still takes a restart. The caller aborts the
-/// task on shutdown.
-fn reload_on_sighup(
-    tls: Arc<ServerTls>,
-    cert: PathBuf,
-    key: PathBuf,
-) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+/// Resolves on the second SIGTERM or SIGINT: the first starts the graceful drain
+/// (`first`), a second one during it means "now" (an operator pressing Ctrl-C twice).
+async fn second_signal(mut signals: Signals, first: tokio::sync::oneshot::Sender<()>) {
+    signals.next().await;
+    tracing::info!("shutdown signal received");
+    let _ = first.send(());
+    signals.next().await;
+    tracing::warn!("second signal: exiting now");
+}
+
+/// SIGHUP re-reads the config file (and the environment, for its secrets) and applies it to
+/// new requests; an invalid file keeps the running config ([`cookiegate::server::Live::reload`]).
+/// Without a file (flags, `$BACKEND_URL`) there is nothing to re-read: a process's environment
+/// cannot change from outside, so a change there takes a restart, and that is logged.
+async fn reload_on_hangup(
+    hangups: Option<Hangups>,
+    cli: &RunArgs,
+    source: &Source,
+    live: &cookiegate::server::Live,
+) {
     #[cfg(unix)]
     {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut hangups = signal(SignalKind::hangup()).context("cannot listen for SIGHUP")?;
-        Ok(tokio::spawn(async move {
-            while hangups.recv().await.is_some() {
-                let _ = tls.reload(&cert, &key);
+        let Some(mut hangups) = hangups else {
+            tracing::warn!("cannot listen for SIGHUP: reloading is off");
+            return std::future::pending().await;
+        };
+        while hangups.recv().await.is_some() {
+            match source {
+                Source::File(path) => {
+                    tracing::info!(config = %path.display(), "SIGHUP: reloading the config");
+                    live.reload(load_from(cli, source, &Env::from_process()));
+                }
+                Source::Flags(_) => tracing::warn!(
+                    "SIGHUP: no config file to re-read (the config comes from flags and the \
+                     environment, fixed at start); restart to change it"
+                ),
             }
-        }))
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (hangups, cli, source, live);
+    std::future::pending().await
+}
+
+#[cfg(unix)]
+type Hangups = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Hangups = ();
+
+/// The SIGHUP stream (`None` where it cannot be had).
+fn hangups() -> Option<Hangups> {
+    #[cfg(unix)]
+    {
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok()
     }
     #[cfg(not(unix))]
     {
-        let _ = (tls, cert, key);
-        Ok(tokio::spawn(async {}))
+        None
     }
 }
 
@@ -196,26 +266,54 @@ fn exit_code(result: anyhow::Result<()>) -> ExitCode {
     }
 }
 
-/// Resolves on SIGTERM or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGTERM and SIGINT (Ctrl-C), one after the other.
+struct Signals {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
             }
         }
+        #[cfg(not(unix))]
+        Self {}
     }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
+
+    /// The next SIGTERM or SIGINT.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) {
+                match signal {
+                    Some(signal) => {
+                        signal.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            }
+            tokio::select! {
+                () = recv(&mut self.term) => {}
+                () = recv(&mut self.int) => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    Signals::new().next().await;
     tracing::info!("shutdown signal received");
 }

@@ -9,7 +9,11 @@ pub(crate) mod body;
 pub(crate) mod forward;
 pub mod headers;
 pub(crate) mod relay;
+mod state;
 pub(crate) mod websocket;
+
+pub(crate) use state::NotReady;
+pub use state::{AppState, Lasting};
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -21,68 +25,14 @@ use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::admission::{self, Admitted, AuthRequest, Facts, Forward};
-use crate::auth::oidc::{Endpoint, TokenHandler};
+use crate::auth::oidc::Endpoint;
 use crate::config::Config;
-use crate::error::{self, BoxError, Fault, ProxyError};
-use crate::guard::Guards;
+use crate::error::{self, Fault, ProxyError};
 use crate::guard::framing::FramingWatch;
 use crate::trust::Proto;
-use crate::upstream::UpstreamClient;
 use body::{LimitedBody, Progress};
 use headers::UpstreamHeaders;
 use relay::{AccessLog, ResponseBody};
-
-/// Everything a request needs, built once at startup and shared read-only.
-#[derive(Debug)]
-pub struct AppState {
-    /// The validated configuration.
-    pub(crate) config: Config,
-    /// The pooled upstream client (also the token handler's, towards the IdP).
-    pub(crate) client: Arc<UpstreamClient>,
-    /// CSRF policy, rate limiter, revoked sessions.
-    pub(crate) guards: Guards,
-    /// The token handler, when `[session]` and `[oidc]` are configured.
-    pub(crate) tokens: Option<TokenHandler>,
-}
-
-impl AppState {
-    /// Builds the state, including the upstream client.
-    ///
-    /// # Errors
-    /// When a TLS upstream is configured and no root certificates can be loaded.
-    pub fn new(config: Config) -> Result<Self, BoxError> {
-        let issuer = config.session.as_ref().map(|s| s.oidc.issuer.as_str());
-        let client = Arc::new(forward::build_client(
-            &config.routes,
-            issuer,
-            config.server.upstream_timeout,
-        )?);
-        let guards = Guards::new(&config);
-        let tokens = config
-            .session
-            .clone()
-            .map(|settings| TokenHandler::new(settings, config.server.upstream_timeout));
-        Ok(Self {
-            config,
-            client,
-            guards,
-            tokens,
-        })
-    }
-
-    /// Forgets what periodic upkeep forgets: refilled rate-limit buckets, idle upstream
-    /// connections, used login states, refresh outcomes past their grace, old revocations.
-    pub(crate) fn sweep(&self) {
-        if let Some(limiter) = &self.guards.limiter {
-            limiter.sweep();
-        }
-        self.client.sweep();
-        match &self.tokens {
-            Some(tokens) => tokens.sweep(&self.guards.revocations, &self.guards.opened),
-            None => self.guards.revocations.sweep(crate::auth::oidc::now()),
-        }
-    }
-}
 
 /// What we know about the client's connection, computed once per connection.
 #[derive(Debug)]
@@ -126,14 +76,20 @@ impl Drop for InFlight {
     }
 }
 
-/// Answers one request. Never fails: every error becomes a JSON response here. `in_flight`
+/// Answers one request, on the state current as it arrives (kept to its end, whatever a
+/// reload does meanwhile). Never fails: every error becomes a JSON response here. `in_flight`
 /// is held by the response body until it is finished.
 pub(crate) async fn handle(
-    state: Arc<AppState>,
+    live: crate::server::Live,
     conn: Arc<ConnInfo>,
     req: Request<Incoming>,
     in_flight: InFlight,
 ) -> Result<Response<ResponseBody>, Infallible> {
+    // Taken here rather than by the caller: the lock inside the connection's service closure
+    // cost about 600 instructions a request in how the compiler then built this future
+    // (BENCHMARKS.md), here it costs nothing measurable.
+    let state = live.current();
+    drop(live);
     let start = Instant::now();
     let version = req.version();
     let mut log = AccessLog::begin(req.method(), req.uri().path(), start);
@@ -200,7 +156,19 @@ async fn proxy(
         },
     };
     let forward = match admission::admit(config, &state.guards, &facts) {
-        Ok(Admitted::Health) => return Ok(health(log.take())),
+        // Probes stay out of the access log: they would drown it.
+        Ok(Admitted::Health) => {
+            if let Some(log) = log.take() {
+                log.discard();
+            }
+            return Ok(fixed(error::health()));
+        }
+        Ok(Admitted::Ready) => {
+            if let Some(log) = log.take() {
+                log.discard();
+            }
+            return Ok(fixed(error::readiness(state.not_ready())));
+        }
         Ok(Admitted::Auth(auth)) => return token_endpoint(state, auth, req, log).await,
         Ok(Admitted::Forward(forward)) => {
             if let Some(log) = log {
@@ -499,12 +467,10 @@ async fn token_endpoint(
     ))
 }
 
-fn health(mut log: Option<AccessLog>) -> Response<ResponseBody> {
-    if let Some(log) = &mut log {
-        log.set_status(StatusCode::OK);
-    }
-    let (parts, bytes) = error::health().into_parts();
-    Response::from_parts(parts, ResponseBody::fixed(bytes, log))
+/// An answer of cookiegate's own (the probes'), logged nowhere.
+fn fixed(res: Response<bytes::Bytes>) -> Response<ResponseBody> {
+    let (parts, bytes) = res.into_parts();
+    Response::from_parts(parts, ResponseBody::fixed(bytes, None))
 }
 
 /// Displays an error's source chain (`a: b: c`) for the log.

@@ -1,11 +1,11 @@
 //! The accept loop: connection settings, the header timeout, graceful shutdown.
 //!
-//! [`serve`] takes a bound listener and a shutdown future, so tests bind port 0 and the binary
-//! passes a signal. Each connection speaks HTTP/1.1 (keep-alive) or HTTP/2 (cleartext with
-//! prior knowledge, or by ALPN over TLS), detected from its first bytes. With `[tls]` the
-//! listener ([`Listener::with_tls`]) first ends TLS ([`tls`]); the decrypted stream then goes
-//! through the same per-connection code as a plain one, generic over the stream, so a plain
-//! listener does no TLS work at all.
+//! [`serve`] takes a bound listener, the state (or a [`Live`] one that reloads) and a shutdown
+//! future, so tests bind port 0 and the binary passes a signal. Each connection speaks HTTP/1.1
+//! (keep-alive) or HTTP/2 (cleartext with prior knowledge, or by ALPN over TLS), detected from
+//! its first bytes. With `[tls]` the listener ([`Listener::with_tls`]) first ends TLS
+//! ([`tls`]); the decrypted stream then goes through the same per-connection code as a plain
+//! one, generic over the stream, so a plain listener does no TLS work at all.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -27,9 +27,11 @@ use crate::guard::framing::{FramingScanner, FramingWatch};
 use crate::proxy::{self, AppState, ConnInfo, headers::ip_header_value};
 use crate::trust::Proto;
 use head_timer::{HeadTimer, NeverTimer};
+pub use reload::Live;
 use tls::ServerTls;
 
 mod head_timer;
+mod reload;
 pub mod tls;
 
 /// A bound socket and, when `[tls]` is configured, the TLS it ends. A plain [`TcpListener`]
@@ -42,7 +44,8 @@ pub struct Listener {
 
 impl Listener {
     /// A listener whose connections start with a TLS handshake; keep a clone of `tls` to
-    /// reload its certificate ([`ServerTls::reload`]).
+    /// reload its certificate ([`ServerTls::reload`], or a config reload through
+    /// [`crate::proxy::Lasting::with_tls`]).
     pub fn with_tls(tcp: TcpListener, tls: Arc<ServerTls>) -> Self {
         Self {
             tcp,
@@ -57,55 +60,74 @@ impl From<TcpListener> for Listener {
     }
 }
 
-/// What every connection of one listener shares.
+/// Connection settings from one config's `[server]`: a reload applies them to new
+/// connections.
 struct ConnSettings {
     builder: auto::Builder<TokioExecutor>,
-    header_timeout: Duration,
     max_head_bytes: usize,
     max_headers: usize,
-    /// Whether a route carries WebSockets.
+    header_timeout: Duration,
+    max_connections: usize,
+    /// Whether any route carries WebSockets (connections are served with upgrades).
     websockets: bool,
+}
+
+impl ConnSettings {
+    fn of(state: &AppState) -> Arc<Self> {
+        let settings = &state.config.server;
+        let max_head_bytes =
+            usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX);
+        let max_headers = settings.max_headers;
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            // Heads are timed by `Scanned` (see `head_timer`): hyper's timer never fires.
+            .timer(NeverTimer)
+            .header_read_timeout(settings.header_timeout)
+            .max_headers(max_headers)
+            .max_buf_size(max_head_bytes)
+            .keep_alive(true);
+        builder
+            .http2()
+            .timer(TokioTimer::new())
+            .max_header_list_size(
+                u32::try_from(settings.max_header_bytes.as_u64()).unwrap_or(u32::MAX),
+            );
+        Arc::new(Self {
+            builder,
+            max_head_bytes,
+            max_headers,
+            header_timeout: settings.header_timeout,
+            max_connections: settings.max_connections,
+            websockets: state.config.routes.has_websocket(),
+        })
+    }
 }
 
 /// Serves until `shutdown` resolves, then stops accepting, lets in-flight requests finish for up
 /// to `server.shutdown_grace`, and closes what is left.
+///
+/// `state` is an `Arc<AppState>`, or a [`Live`] someone else may [`Live::reload`]: each
+/// request runs on the state current when it arrived, each new connection gets the current
+/// `[server]` settings. With sessions configured, the IdP's discovery starts at once in the
+/// background (and again for a reloaded IdP), so `/readyz` turns 200 without a first login.
+/// From the shutdown signal on, `/readyz` answers 503 on every connection still open.
 pub async fn serve(
     listener: impl Into<Listener>,
-    state: Arc<AppState>,
+    state: impl Into<Live>,
     shutdown: impl Future<Output = ()>,
 ) {
     let Listener { tcp: listener, tls } = listener.into();
-    let settings = &state.config.server;
-    let max_head_bytes = usize::try_from(settings.max_header_bytes.as_u64()).unwrap_or(usize::MAX);
-    let max_headers = settings.max_headers;
-    let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder
-        .http1()
-        // Heads are timed by `Scanned` (see `head_timer`): hyper's timer never fires.
-        .timer(NeverTimer)
-        .header_read_timeout(settings.header_timeout)
-        .max_headers(max_headers)
-        .max_buf_size(max_head_bytes)
-        .keep_alive(true);
-    builder
-        .http2()
-        .timer(TokioTimer::new())
-        .max_header_list_size(
-            u32::try_from(settings.max_header_bytes.as_u64()).unwrap_or(u32::MAX),
-        );
-    let conn_settings = Arc::new(ConnSettings {
-        builder,
-        header_timeout: settings.header_timeout,
-        max_head_bytes,
-        max_headers,
-        websockets: state.config.routes.has_websocket(),
-    });
-    let grace = settings.shutdown_grace;
+    let live: Live = state.into();
+    let mut swapped = live.subscribe();
+    let mut current = live.current();
+    let mut settings = ConnSettings::of(&current);
+    let mut discovery = JoinSet::new();
+    discover(&current, None, &mut discovery);
 
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
-    let max_connections = settings.max_connections;
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tokio::pin!(shutdown);
@@ -113,7 +135,14 @@ pub async fn serve(
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
             _ = sweep.tick() => {
-                state.sweep();
+                live.current().sweep();
+                continue;
+            }
+            Ok(()) = swapped.changed() => {
+                let next = live.current();
+                discover(&next, Some(&current), &mut discovery);
+                settings = ConnSettings::of(&next);
+                current = next;
                 continue;
             }
             () = &mut shutdown => break,
@@ -131,6 +160,7 @@ pub async fn serve(
                 continue;
             }
         };
+        let max_connections = settings.max_connections;
         if connections.len() >= max_connections {
             tracing::warn!(
                 max_connections,
@@ -146,9 +176,9 @@ pub async fn serve(
             }
             continue;
         }
-        let settings = conn_settings.clone();
+        let settings = settings.clone();
         let watcher = graceful.watcher();
-        let state = state.clone();
+        let live = live.clone();
         let tls = tls.clone();
         connections.spawn(async move {
             let _ = stream.set_nodelay(true);
@@ -156,7 +186,7 @@ pub async fn serve(
             match tls {
                 None => {
                     if first_bytes_arrive(&stream, header_timeout).await {
-                        serve_connection(stream, Proto::Http, peer, settings, state, watcher).await;
+                        serve_connection(stream, Proto::Http, peer, settings, live, watcher).await;
                     }
                 }
                 // Boxed: the handshake's and rustls's state stay out of plain connections'
@@ -165,7 +195,7 @@ pub async fn serve(
                     Box::pin(async move {
                         if let Some(stream) = tls.handshake(stream, peer.ip(), header_timeout).await
                         {
-                            serve_connection(stream, Proto::Https, peer, settings, state, watcher)
+                            serve_connection(stream, Proto::Https, peer, settings, live, watcher)
                                 .await;
                         }
                     })
@@ -175,6 +205,12 @@ pub async fn serve(
         });
     }
     drop(listener);
+    let state = live.current();
+    // From here `/readyz` answers 503 on the connections still open.
+    state.lasting.start_draining();
+    discovery.shutdown().await;
+    let grace = state.config.server.shutdown_grace;
+    let sockets = &state.lasting.sockets;
     tracing::info!(
         connections = connections.len(),
         "shutting down: no longer accepting"
@@ -183,23 +219,19 @@ pub async fn serve(
     // closed.
     let drained = async {
         graceful.shutdown().await;
-        state.guards.sockets.all_closed().await;
+        sockets.all_closed().await;
     };
     tokio::select! {
         () = drained => tracing::info!("all connections finished"),
         () = tokio::time::sleep(grace) => tracing::warn!(
             connections = connections.len(),
-            websockets = state.guards.sockets.open(),
+            websockets = sockets.open(),
             "shutdown grace period over; closing the remaining connections"
         ),
     }
-    state.guards.sockets.close_all();
+    sockets.close_all();
     // The sockets close at once; their tasks get a moment to log their lines.
-    let _ = tokio::time::timeout(
-        Duration::from_millis(500),
-        state.guards.sockets.all_closed(),
-    )
-    .await;
+    let _ = tokio::time::timeout(Duration::from_millis(500), sockets.all_closed()).await;
     connections.abort_all();
     while let Some(ended) = connections.join_next().await {
         log_panic(ended);
@@ -214,7 +246,7 @@ async fn serve_connection<S>(
     proto: Proto,
     peer: std::net::SocketAddr,
     settings: Arc<ConnSettings>,
-    state: Arc<AppState>,
+    live: Live,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -237,7 +269,7 @@ async fn serve_connection<S>(
     };
     let service = service_fn(move |req| {
         let in_flight = info.begin();
-        proxy::handle(state.clone(), info.clone(), req, in_flight)
+        proxy::handle(live.clone(), info.clone(), req, in_flight)
     });
     // With upgrades only when a route carries WebSockets (a 101 then hands the
     // connection to its socket): hyper's upgradeable connection costs a few hundred
@@ -253,6 +285,25 @@ async fn serve_connection<S>(
     if let Err(err) = ended {
         tracing::debug!(error = %err, "connection ended with an error");
     }
+}
+
+/// Starts loading the IdP's discovery document in the background when `state` has a token
+/// handler that has not loaded it, unless `previous` already had that same handler (whose
+/// discovery is running). The task belongs to the accept loop, which aborts it at shutdown.
+fn discover(state: &Arc<AppState>, previous: Option<&Arc<AppState>>, tasks: &mut JoinSet<()>) {
+    let Some(tokens) = &state.tokens else {
+        tasks.abort_all();
+        return;
+    };
+    let same = previous
+        .and_then(|p| p.tokens.as_ref())
+        .is_some_and(|old| Arc::ptr_eq(old, tokens));
+    if same || tokens.is_discovered() {
+        return;
+    }
+    tasks.abort_all();
+    let (tokens, client) = (tokens.clone(), state.client.clone());
+    tasks.spawn(async move { tokens.discover_until_ready(&client).await });
 }
 
 /// A connection task that panicked is a bug of ours: say so loudly (hyper's connection is

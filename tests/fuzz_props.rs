@@ -415,7 +415,7 @@ proptest! {
                         f.uri.to_string(),
                         f.bearer.is_some(),
                     )),
-                    Ok(Admitted::Health) => Err(200),
+                    Ok(Admitted::Health | Admitted::Ready) => Err(200),
                     Ok(Admitted::Auth(_)) => Err(0),
                     Err(err) => Err(err.status().as_u16()),
                 }

@@ -106,6 +106,7 @@ fn run(config: &Config, guards: &Guards, r: &Req) -> Result<String, ProxyError> 
     }
     admit(config, guards, &facts).map(|admitted| match admitted {
         Admitted::Health => "health".to_string(),
+        Admitted::Ready => "ready".to_string(),
         Admitted::Auth(auth) => format!("auth {:?}", auth.endpoint),
         Admitted::Forward(f) => format!(
             "{} {} bearer={} client={}",
@@ -130,6 +131,11 @@ fn outcome(config: &Config, r: &Req) -> String {
 fn the_refusal_order_holds_when_two_checks_fail_at_once() {
     let config = Config::from_toml_str(CONFIG).unwrap();
     let cases: Vec<(&str, Req, &str)> = vec![
+        (
+            "readiness before the method list and the routes",
+            req("GET", "/readyz").header("origin", "https://evil.example"),
+            "ready",
+        ),
         (
             "health before the method list",
             req("GET", "/healthz").header("origin", "https://evil.example"),

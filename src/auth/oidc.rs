@@ -302,9 +302,32 @@ pub(crate) struct TokenHandler {
     provider: tokio::sync::Mutex<Option<Arc<Provider>>>,
     jwks_fetched: Mutex<Option<tokio::time::Instant>>,
     discovery_failed: Mutex<Option<tokio::time::Instant>>,
+    /// Why the last discovery failed (a fixed public reason, for `/readyz`).
+    discovery_failure: Mutex<Option<&'static str>>,
+    /// Set once the IdP's discovery document and JWKS are loaded.
+    discovered: std::sync::atomic::AtomicBool,
+    /// Used login states and seen logout tokens, kept across reloads.
+    memory: Arc<LoginMemory>,
+    refresher: Refresher,
+}
+
+/// What the token handler remembers to refuse replays: used login states and seen logout
+/// tokens. Built once per server and handed to every token handler a reload builds (with
+/// [`crate::proxy::Lasting`]): a reload, even one that drops `[session]` and brings it back,
+/// must not reopen a replay window.
+#[derive(Debug)]
+pub(crate) struct LoginMemory {
     used_states: Mutex<HashMap<String, u64>>,
     jtis: Mutex<JtiCache>,
-    refresher: Refresher,
+}
+
+impl Default for LoginMemory {
+    fn default() -> Self {
+        Self {
+            used_states: Mutex::new(HashMap::new()),
+            jtis: Mutex::new(JtiCache::new(MAX_JTIS)),
+        }
+    }
 }
 
 impl std::fmt::Debug for TokenHandler {
@@ -324,17 +347,72 @@ pub(crate) fn bearer(access_token: &str) -> Result<HeaderValue, ProxyError> {
 }
 
 impl TokenHandler {
-    /// A handler for these settings; IdP calls time out after `timeout`.
-    pub(crate) fn new(settings: SessionSettings, timeout: Duration) -> Self {
+    /// A handler for these settings; IdP calls time out after `timeout`; replays are refused
+    /// with `memory`. With the handler of the config before a reload (`previous`) for the same
+    /// IdP and client, the refreshes in flight and just landed are shared with it (a refresh
+    /// token redeemed twice, once per handler, could end the user's session at an IdP that
+    /// rotates them).
+    pub(crate) fn new(
+        settings: SessionSettings,
+        timeout: Duration,
+        memory: Arc<LoginMemory>,
+        previous: Option<&TokenHandler>,
+    ) -> Self {
         Self {
-            settings,
             timeout,
             provider: tokio::sync::Mutex::new(None),
             jwks_fetched: Mutex::new(None),
             discovery_failed: Mutex::new(None),
-            used_states: Mutex::new(HashMap::new()),
-            jtis: Mutex::new(JtiCache::new(MAX_JTIS)),
-            refresher: Refresher::default(),
+            discovery_failure: Mutex::new(None),
+            discovered: std::sync::atomic::AtomicBool::new(false),
+            memory,
+            refresher: match previous {
+                Some(p)
+                    if p.settings.oidc.issuer == settings.oidc.issuer
+                        && p.settings.oidc.client_id == settings.oidc.client_id =>
+                {
+                    p.refresher.clone()
+                }
+                _ => Refresher::default(),
+            },
+            settings,
+        }
+    }
+
+    /// Whether the IdP's discovery document (and its JWKS) is loaded.
+    pub(crate) fn is_discovered(&self) -> bool {
+        self.discovered.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Why the last discovery attempt failed, as a fixed public reason (no URL, no secret).
+    pub(crate) fn discovery_failure(&self) -> Option<&'static str> {
+        *self
+            .discovery_failure
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Loads the IdP's discovery document until it succeeds, so the server becomes ready
+    /// without waiting for a first login: tries at once, then again after each failure, waiting
+    /// 2 s, 4 s, ... up to 30 s between attempts. The server owns (and aborts) the task.
+    pub(crate) async fn discover_until_ready(&self, client: &Arc<UpstreamClient>) {
+        let mut wait = DISCOVERY_RETRY;
+        loop {
+            match self.provider(client).await {
+                Ok(_) => {
+                    tracing::info!(issuer = %self.settings.oidc.issuer, "identity provider discovered");
+                    return;
+                }
+                Err(err) => tracing::warn!(
+                    issuer = %self.settings.oidc.issuer,
+                    error = %err,
+                    cause = %crate::proxy::SourceChain(&err),
+                    retry_in_s = wait.as_secs(),
+                    "identity provider discovery failed"
+                ),
+            }
+            tokio::time::sleep(wait).await;
+            wait = (wait * 2).min(Duration::from_secs(30));
         }
     }
 
@@ -511,6 +589,8 @@ impl TokenHandler {
         match discovered {
             Ok(provider) => {
                 *slot = Some(provider.clone());
+                self.discovered
+                    .store(true, std::sync::atomic::Ordering::Relaxed);
                 Ok(provider)
             }
             Err(err) => {
@@ -518,6 +598,10 @@ impl TokenHandler {
                     .discovery_failed
                     .lock()
                     .unwrap_or_else(|e| e.into_inner()) = Some(tokio::time::Instant::now());
+                *self
+                    .discovery_failure
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner()) = Some(public_reason(&err));
                 Err(err)
             }
         }
@@ -860,7 +944,11 @@ impl TokenHandler {
             return Err(ProxyError::LoginFailed("the login took too long"));
         }
         // Usable once: a replayed callback (same cookie, same state) is refused.
-        let mut used = self.used_states.lock().unwrap_or_else(|e| e.into_inner());
+        let mut used = self
+            .memory
+            .used_states
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         if used.len() >= MAX_USED_STATES {
             used.retain(|_, until| *until > now);
             if used.len() >= MAX_USED_STATES {
@@ -969,6 +1057,7 @@ impl TokenHandler {
             .await?
             .map_err(|_| ProxyError::BadLogoutToken("the logout token is not valid"))?;
         let fresh = self
+            .memory
             .jtis
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -1072,7 +1161,8 @@ impl TokenHandler {
     pub(crate) fn sweep(&self, revocations: &Revocations, opened: &OpenedCache) {
         let now = now();
         opened.sweep(now);
-        self.used_states
+        self.memory
+            .used_states
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .retain(|_, until| *until > now);
@@ -1086,6 +1176,18 @@ struct CallParts {
     client: Arc<UpstreamClient>,
     credentials: HeaderValue,
     timeout: Duration,
+}
+
+/// A discovery failure's reason as `/readyz` may show it: a fixed text, never a URL, an
+/// address or an answer's content.
+fn public_reason(err: &ProxyError) -> &'static str {
+    match err {
+        ProxyError::IdpInvalid(what) => what,
+        ProxyError::IdpUnreachable(_) => "identity provider unreachable",
+        ProxyError::IdpTimeout => "identity provider timed out",
+        ProxyError::IdpUnavailable => "identity provider unavailable",
+        _ => "identity provider discovery failed",
+    }
 }
 
 /// The refresh itself (RFC 6749 §6), in its own task.

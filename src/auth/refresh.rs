@@ -49,8 +49,9 @@ pub(crate) fn key_of(refresh_token: &str) -> TokenKey {
     key
 }
 
-/// The single-flight table and the grace entries.
-#[derive(Debug, Default)]
+/// The single-flight table and the grace entries. A clone shares them (a reload that keeps the
+/// IdP keeps its refreshes in flight).
+#[derive(Debug, Default, Clone)]
 pub(crate) struct Refresher {
     /// Shared with the refresh tasks, which record their outcome when they land.
     table: Arc<Mutex<Table>>,

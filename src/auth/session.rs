@@ -71,6 +71,17 @@ struct SessionKey {
 }
 
 impl SessionKeys {
+    /// Whether both hold the same keys in the same order (compared by key id, a keyed hash of
+    /// the key).
+    pub(crate) fn is_same(&self, other: &SessionKeys) -> bool {
+        let ids = |keys: &SessionKeys| {
+            std::iter::once(keys.first.id)
+                .chain(keys.rest.iter().map(|k| k.id))
+                .collect::<Vec<_>>()
+        };
+        ids(self) == ids(other)
+    }
+
     /// Parses comma-separated base64 keys of 32 bytes each (standard or URL-safe alphabet,
     /// padding optional; whitespace around a key is ignored). `openssl rand -base64 32` makes one.
     ///

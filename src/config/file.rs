@@ -1,8 +1,10 @@
 //! The TOML file, field for field, as serde reads it.
 //!
 //! Nothing here is validated beyond TOML types: `config.rs` turns a [`FileConfig`] into a
-//! [`Config`](super::Config) and reports every problem with its place. Unknown keys are refused
-//! here (`deny_unknown_fields`), so a typo never silently falls back to a default.
+//! [`Config`](super::Config) and reports every problem with its place. Unknown keys and wrong
+//! types are found first, all of them, by `config/schema.rs` (which must list exactly these
+//! fields); `deny_unknown_fields` stays as the backstop, so a typo never silently falls back to
+//! a default.
 //! Defaults live in this file, once, as the `DEFAULT_*` constants.
 
 use serde::Deserialize;
@@ -21,6 +23,8 @@ pub const DEFAULT_HEADER_TIMEOUT: &str = "10s";
 pub const DEFAULT_SHUTDOWN_GRACE: &str = "30s";
 /// Default path of the health endpoint.
 pub const DEFAULT_HEALTH_PATH: &str = "/healthz";
+/// Default path of the readiness endpoint.
+pub const DEFAULT_READY_PATH: &str = "/readyz";
 /// Default session cookie name.
 pub const DEFAULT_COOKIE: &str = "auth_token";
 /// Default route prefix in zero-config mode.
@@ -157,6 +161,8 @@ pub struct ServerFile {
     pub shutdown_grace: Option<String>,
     /// Path answered by cookiegate itself with `200 {"status":"ok"}`; `""` turns it off.
     pub health_path: Option<String>,
+    /// Path answered by cookiegate itself with its readiness (`/readyz`); `""` turns it off.
+    pub ready_path: Option<String>,
     /// Runtime worker threads; 0 or absent = one per CPU.
     pub workers: Option<usize>,
     /// Concurrent client connections; excess are answered 503 and closed.

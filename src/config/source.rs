@@ -75,6 +75,31 @@ pub struct ZeroConfig {
 }
 
 impl ZeroConfig {
+    /// A problem of the built file model renamed after the flag or variable it came from:
+    /// `routes[0].upstream: ...` names `--upstream` or `BACKEND_URL`, which the user wrote,
+    /// not a key of a file that does not exist.
+    fn rename(&self, problem: &str) -> String {
+        let names = [
+            (
+                "routes[0].upstream:",
+                if self.upstream.is_some() {
+                    "--upstream:"
+                } else {
+                    "BACKEND_URL:"
+                },
+            ),
+            ("routes[0].prefix:", "--prefix:"),
+            ("routes[0].cookie:", "--cookie:"),
+            ("listen:", "--listen:"),
+        ];
+        for (place, name) in names {
+            if let Some(rest) = problem.strip_prefix(place) {
+                return format!("{name}{rest}");
+            }
+        }
+        problem.to_string()
+    }
+
     /// The file model these flags stand for.
     pub fn to_file(&self, env: &Env) -> FileConfig {
         FileConfig {
@@ -138,15 +163,29 @@ impl Source {
     pub fn load(&self, env: &Env) -> Result<Config, ConfigError> {
         match self {
             Self::File(path) => Config::load(path, env),
-            Self::Flags(flags) => Config::from_file(flags.to_file(env), env),
+            Self::Flags(flags) => {
+                Config::from_file(flags.to_file(env), env).map_err(|err| match err {
+                    ConfigError::Invalid(problems) => ConfigError::Invalid(
+                        problems.into_iter().map(|p| flags.rename(&p)).collect(),
+                    ),
+                    other => other,
+                })
+            }
         }
     }
 
-    /// A short name for messages.
+    /// Where the config came from, for messages: the file's path, or the flags and
+    /// environment variable the one route was built from.
     pub fn describe(&self) -> String {
         match self {
             Self::File(path) => path.display().to_string(),
-            Self::Flags(_) => "command-line flags".into(),
+            Self::Flags(flags) if flags.upstream.is_some() => "command-line flags".into(),
+            Self::Flags(flags)
+                if flags.listen.is_some() || flags.prefix.is_some() || flags.cookie.is_some() =>
+            {
+                "environment (BACKEND_URL) and command-line flags".into()
+            }
+            Self::Flags(_) => "environment (BACKEND_URL)".into(),
         }
     }
 }

@@ -219,15 +219,14 @@ fn validate_server(s: &ServerFile, problems: &mut Vec<String>) -> Option<ServerS
         &s.shutdown_grace,
         file::DEFAULT_SHUTDOWN_GRACE,
     );
-    let health_path = match s
-        .health_path
+    let mut endpoint_path = |key: &str, value: &Option<String>, default: &str| match value
         .as_deref()
-        .unwrap_or(file::DEFAULT_HEALTH_PATH)
+        .unwrap_or(default)
     {
         "" => Some(None),
         path => check(
             problems,
-            "server.health_path",
+            &format!("server.{key}"),
             if path.starts_with('/') && !path.contains(['?', '#', ' ']) {
                 Ok(Some(path.to_string()))
             } else {
@@ -235,6 +234,15 @@ fn validate_server(s: &ServerFile, problems: &mut Vec<String>) -> Option<ServerS
             },
         ),
     };
+    let health_path = endpoint_path("health_path", &s.health_path, file::DEFAULT_HEALTH_PATH);
+    let ready_path = endpoint_path("ready_path", &s.ready_path, file::DEFAULT_READY_PATH);
+    if let (Some(Some(health)), Some(Some(ready))) = (&health_path, &ready_path) {
+        if health == ready {
+            problems.push(format!(
+                "server.ready_path: `{ready}` is already the health_path"
+            ));
+        }
+    }
     let max_header_bytes = check(
         problems,
         "server.max_header_bytes",
@@ -287,6 +295,7 @@ fn validate_server(s: &ServerFile, problems: &mut Vec<String>) -> Option<ServerS
         header_timeout: header_timeout?,
         shutdown_grace: shutdown_grace?,
         health_path: health_path?,
+        ready_path: ready_path?,
         workers: s.workers.unwrap_or(0),
         max_connections: max_connections?,
         max_headers: max_headers?,

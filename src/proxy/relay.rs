@@ -236,6 +236,11 @@ impl AccessLog {
         self.path.to_string()
     }
 
+    /// Drops the line unwritten (health and readiness probes, which would drown the log).
+    pub(crate) fn discard(mut self) {
+        self.replaced = true;
+    }
+
     /// The route the request matched, once known.
     pub(crate) fn route(&self) -> Option<Arc<str>> {
         self.route.clone()

@@ -11,7 +11,7 @@ use crate::support::*;
 const BIN: &str = env!("CARGO_BIN_EXE_cookiegate");
 
 /// A command for the binary in `dir`, with the environment it reads cleared.
-fn cookiegate(dir: &Path) -> Command {
+pub(crate) fn cookiegate(dir: &Path) -> Command {
     let mut cmd = Command::new(BIN);
     cmd.current_dir(dir)
         .env_remove("COOKIEGATE_CONFIG")
@@ -199,6 +199,40 @@ auth = "session"
 }
 
 #[test]
+fn check_reports_unknown_keys_wrong_types_and_bad_values_in_one_run() {
+    let dir = TempDir::new("check-all");
+    std::fs::write(
+        dir.join("gate.toml"),
+        r#"
+[server]
+max_connections = "many"
+idle_timeout = "forever"
+[[routes]]
+prefix = "/api"
+upstream = "http://127.0.0.1:8000"
+[[routes]]
+prefix = "/files"
+upstrem = "http://127.0.0.1:8001"
+upstream = "ftp://files.example"
+"#,
+    )
+    .unwrap();
+    let out = run(cookiegate(&dir).args(["check", "--config", "gate.toml"]));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    for want in [
+        "4 problems in config from gate.toml",
+        "routes[1].upstrem: unknown key (did you mean upstream?)",
+        "server.max_connections: expected an integer, found a string",
+        "server.idle_timeout: `forever` is not a duration",
+        "routes[1].upstream: scheme must be http or https",
+    ] {
+        assert!(stderr.contains(want), "missing {want:?} in:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
 fn unknown_keys_and_missing_files_exit_2() {
     let dir = TempDir::new("check-unknown");
     std::fs::write(
@@ -209,7 +243,7 @@ fn unknown_keys_and_missing_files_exit_2() {
     let out = run(cookiegate(&dir).args(["check", "--config", "typo.toml"]));
     assert_eq!(out.status.code(), Some(2));
     assert!(
-        text(&out.stderr).contains("unknown field `cokie`"),
+        text(&out.stderr).contains("routes[0].cokie: unknown key (did you mean cookie?)"),
         "{}",
         text(&out.stderr)
     );
@@ -274,7 +308,29 @@ fn config_sources_follow_flag_env_and_backend_url() {
 
     let out = run(cookiegate(&dir).args(["check", "--upstream", "gopher://x"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("routes[0].upstream: scheme must be http or https"));
+    assert!(text(&out.stderr).contains("--upstream: scheme must be http or https"));
+    assert!(text(&out.stderr).contains("in config from command-line flags"));
+
+    // A bad $BACKEND_URL is named as such, not as a key of a file that does not exist.
+    let out = run(cookiegate(&dir)
+        .arg("check")
+        .env("BACKEND_URL", "gopher://x"));
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("BACKEND_URL: scheme must be http or https")
+            && !stderr.contains("routes[0]")
+            && stderr.contains("from environment (BACKEND_URL)"),
+        "{stderr}"
+    );
+    let out = run(cookiegate(&dir)
+        .arg("check")
+        .env("BACKEND_URL", "http://127.0.0.1:8123"));
+    assert!(
+        text(&out.stdout).contains("config ok: environment (BACKEND_URL)"),
+        "{}",
+        text(&out.stdout)
+    );
 
     let out =
         run(cookiegate(&dir).args(["check", "--config", "env.toml", "--upstream", "http://x"]));
@@ -352,14 +408,17 @@ impl Running {
         (running, addr)
     }
 
-    /// Waits (up to 30 s) for a log line containing `needle` and returns it; earlier lines go
-    /// to the log.
-    pub fn wait_for_line(&mut self, needle: &str) -> String {
+    /// Waits (up to 30 s) for a log line containing `needle`, keeping every line read, and
+    /// returns it.
+    pub fn wait_for(&mut self, needle: &str) -> String {
+        if let Some(line) = self.log.iter().find(|l| l.contains(needle)) {
+            return line.clone();
+        }
         loop {
             let line = self
                 .lines
                 .recv_timeout(Duration::from_secs(30))
-                .unwrap_or_else(|_| panic!("no line with {needle:?}; log so far: {:#?}", self.log));
+                .unwrap_or_else(|_| panic!("no line with {needle:?}; log: {:#?}", self.log));
             self.log.push(line.clone());
             if line.contains(needle) {
                 return line;
@@ -367,14 +426,26 @@ impl Running {
         }
     }
 
-    /// Sends `signal` (a `kill` name such as `HUP`) to the process.
-    pub fn signal(&self, signal: &str) {
+    /// Sends a signal (`HUP`, `TERM`, ...) with `kill`.
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().to_string();
         let sent = Command::new("kill")
-            .args([&format!("-{signal}"), &pid])
+            .args([&format!("-{name}"), &pid])
             .status()
             .unwrap();
-        assert!(sent.success());
+        assert!(sent.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit on its own; returns its exit code and the whole log.
+    pub fn wait(mut self) -> (Option<i32>, String) {
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv_timeout(Duration::from_secs(5)) {
+            self.log.push(line);
+        }
+        if let Some(reader) = self.reader.take() {
+            reader.join().expect("the stderr reader did not panic");
+        }
+        (status.code(), self.log.join("\n"))
     }
 
     /// [`Running::terminate`] off the async runtime, so the test's own clients (whose

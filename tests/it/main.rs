@@ -15,6 +15,7 @@ mod harness;
 mod oidc;
 mod oidc_mutation;
 mod rate_limit;
+mod reload;
 mod secrets;
 mod shutdown;
 mod smoke;

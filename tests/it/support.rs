@@ -88,6 +88,8 @@ pub struct Gateway {
     pub addr: SocketAddr,
     /// The listener's TLS when the config has `[tls]` (to reload its certificate).
     pub tls: Option<Arc<cookiegate::server::tls::ServerTls>>,
+    /// The running state, which [`Gateway::reload`] replaces.
+    pub live: cookiegate::server::Live,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -114,14 +116,20 @@ impl Gateway {
             Some(tls) => cookiegate::server::Listener::with_tls(listener, tls.clone()),
             None => listener.into(),
         };
-        let state = Arc::new(cookiegate::AppState::new(config).unwrap());
+        let lasting = Arc::new(match &tls {
+            Some(tls) => cookiegate::proxy::Lasting::with_tls(tls.clone()),
+            None => cookiegate::proxy::Lasting::default(),
+        });
+        let state = Arc::new(cookiegate::AppState::with_lasting(config, lasting).unwrap());
+        let live = cookiegate::server::Live::new(state);
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(cookiegate::serve(listener, state, async move {
+        let task = tokio::spawn(cookiegate::serve(listener, live.clone(), async move {
             let _ = rx.await;
         }));
         Self {
             addr,
             tls,
+            live,
             shutdown: Some(tx),
             task: Some(task),
         }
@@ -137,6 +145,16 @@ impl Gateway {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{}", self.addr, path)
+    }
+
+    /// Reloads with this TOML (its `listen` replaced by the gateway's address, as at start);
+    /// returns whether it was applied.
+    pub fn reload(&self, toml: &str, env: &cookiegate::config::Env) -> bool {
+        let loaded = cookiegate::Config::from_toml_str_with(toml, env).map(|mut config| {
+            config.listen = self.addr;
+            config
+        });
+        self.live.reload(loaded)
     }
 
     /// Signals shutdown and waits (within [`GUARD`]) for `serve` to return: the proxy's task is

@@ -498,3 +498,42 @@ async fn on_shutdown_open_sockets_get_the_grace_period_then_close() {
         .await
         .unwrap();
 }
+
+#[tokio::test]
+async fn sockets_opened_before_a_reload_keep_counting_and_close_at_shutdown() {
+    let up = upstream(switch).await;
+    let config = |extra_route: &str| {
+        format!(
+            "[server]\nshutdown_grace = \"300ms\"\n[websocket]\nmax_per_session = 2\n\
+             [[routes]]\nprefix = \"/ws\"\nupstream = \"{up}\"\nwebsocket = true\n{extra_route}",
+            up = up.url()
+        )
+    };
+    let gw = Gateway::start(&config("")).await;
+    let (mut first, head) = handshake(&gw, "/ws/x", &origin(&gw)).await;
+    assert!(head.starts_with("HTTP/1.1 101"));
+    let (_second, head) = handshake(&gw, "/ws/x", &origin(&gw)).await;
+    assert!(head.starts_with("HTTP/1.1 101"));
+
+    let reloaded = config(&format!(
+        "[[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\n",
+        up.url()
+    ));
+    assert!(gw.reload(&reloaded, &cookiegate::config::Env::default()));
+    // The sockets of the old state still count against the cap of the new one...
+    let (_third, head) = handshake(&gw, "/ws/x", &origin(&gw)).await;
+    assert!(head.starts_with("HTTP/1.1 429"), "{head}");
+    // ...still carry bytes...
+    first.write_all(b"after reload").await.unwrap();
+    let mut back = [0u8; 12];
+    within("the echo", first.read_exact(&mut back))
+        .await
+        .unwrap();
+    assert_eq!(&back, b"after reload");
+    // ...and are closed by the shutdown of the server they outlived the state of.
+    gw.stop().await;
+    let mut rest = Vec::new();
+    within("the socket to close", first.read_to_end(&mut rest))
+        .await
+        .unwrap();
+}
