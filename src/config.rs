@@ -40,6 +40,10 @@ pub struct Config {
     pub server: ServerSettings,
     /// The `tracing` filter used when `RUST_LOG` is unset.
     pub log_level: String,
+    /// `[log]`: the format and the access log (the level is `log_level`).
+    pub log: LogSettings,
+    /// `[metrics]`, when present.
+    pub metrics: Option<MetricsSettings>,
     /// The routes.
     pub routes: RouteTable,
     /// `[csrf]`: applies to every route that sends a token.
@@ -50,6 +54,41 @@ pub struct Config {
     pub session: Option<SessionSettings>,
     /// `[websocket]`: for routes with `websocket = true`.
     pub websocket: WebSocketSettings,
+}
+
+/// `[log]`, validated (besides its level, [`Config::log_level`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// How lines are written.
+    pub format: LogFormat,
+    /// Whether the access log is written.
+    pub access: bool,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing`'s own format).
+    Text,
+    /// One JSON object per line, fields flattened (names in the README).
+    Json,
+}
+
+impl LogFormat {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// `[metrics]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` is served.
+    pub listen: SocketAddr,
 }
 
 /// `[websocket]`, validated.

@@ -13,7 +13,8 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use cookiegate::cli::{Cli, Command};
-use cookiegate::config::{Config, Env, Source};
+use cookiegate::config::{Config, Env, LogFormat, Source};
+use cookiegate::telemetry::metrics::Metrics;
 
 /// mimalloc instead of glibc's allocator: a proxied request makes a dozen short-lived
 /// allocations (heads, header maps, buffers), and under load glibc's free lists cost about
@@ -83,7 +84,7 @@ fn demo(cli: &Cli) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    exit_code(run_runtime(0, "info", async move {
+    exit_code(run_runtime(0, "info", LogFormat::Text, async move {
         cookiegate::demo::run(listen, shutdown_signal())
             .await
             .map_err(|e| anyhow::anyhow!(e).context("demo failed"))
@@ -93,16 +94,46 @@ fn demo(cli: &Cli) -> ExitCode {
 fn serve(config: Config) -> anyhow::Result<()> {
     let workers = config.server.workers;
     let level = config.log_level.clone();
-    run_runtime(workers, &level, async move {
+    let format = config.log.format;
+    run_runtime(workers, &level, format, async move {
         let listener = cookiegate::server::bind(config.listen)
             .with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = listener.local_addr()?;
-        let state = Arc::new(
-            cookiegate::AppState::new(config)
-                .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
-        );
+        // Metrics live as long as the process, across config reloads; their listener is
+        // bound before serving, so a taken port fails the start.
+        let metrics = match config.metrics {
+            Some(settings) => {
+                let listener = cookiegate::server::bind(settings.listen).with_context(|| {
+                    format!("cannot listen on {} for [metrics]", settings.listen)
+                })?;
+                Some((listener, Arc::new(Metrics::new())))
+            }
+            None => None,
+        };
+        let mut state = cookiegate::AppState::new(config)
+            .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?;
+        // The public listener's line comes first: tools (and tests) take the first `addr`.
         tracing::info!(%addr, "cookiegate listening");
-        cookiegate::serve(listener, state, shutdown_signal()).await;
+        let (stop_metrics, stopped) = tokio::sync::watch::channel(false);
+        let mut metrics_task = None;
+        if let Some((listener, metrics)) = metrics {
+            state = state.with_metrics(&metrics);
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let mut stopped = stopped;
+            metrics_task = Some(tokio::spawn(cookiegate::telemetry::metrics::serve_metrics(
+                listener,
+                metrics,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            )));
+        }
+        cookiegate::serve(listener, Arc::new(state), shutdown_signal()).await;
+        // Scrapes go on during the shutdown grace; the listener stops with the server.
+        let _ = stop_metrics.send(true);
+        if let Some(task) = metrics_task {
+            let _ = task.await;
+        }
         Ok(())
     })
 }
@@ -112,13 +143,14 @@ fn serve(config: Config) -> anyhow::Result<()> {
 fn run_runtime(
     workers: usize,
     level: &str,
+    format: LogFormat,
     main: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     // Each proxied connection holds two descriptors (client and upstream); the usual soft limit
     // of 1024 would cap `server.max_connections` far below its default. Raise it to the hard
     // limit; if that fails, accept errors (EMFILE) are logged and retried.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    cookiegate::telemetry::init(level)
+    cookiegate::telemetry::init(level, format)
         .map_err(|e| anyhow::anyhow!(e).context("cannot set up logging"))?;
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

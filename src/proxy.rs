@@ -23,9 +23,11 @@ use tokio::time::Instant;
 use crate::admission::{self, Admitted, AuthRequest, Facts, Forward};
 use crate::auth::oidc::{Endpoint, TokenHandler};
 use crate::config::Config;
-use crate::error::{self, BoxError, Fault, ProxyError};
+use crate::error::{self, BoxError, ProxyError};
 use crate::guard::Guards;
 use crate::guard::framing::FramingWatch;
+use crate::telemetry::metrics::{Metrics, Observer};
+use crate::telemetry::request_id::{RequestIds, X_REQUEST_ID};
 use crate::trust::Proto;
 use crate::upstream::UpstreamClient;
 use body::{LimitedBody, Progress};
@@ -43,6 +45,10 @@ pub struct AppState {
     pub(crate) guards: Guards,
     /// The token handler, when `[session]` and `[oidc]` are configured.
     pub(crate) tokens: Option<TokenHandler>,
+    /// Request ids: generated, or taken from a trusted proxy.
+    pub(crate) request_ids: RequestIds,
+    /// This route table's metric handles, when `[metrics]` is on ([`Self::with_metrics`]).
+    pub(crate) observer: Option<Arc<Observer>>,
 }
 
 impl AppState {
@@ -67,7 +73,24 @@ impl AppState {
             client,
             guards,
             tokens,
+            request_ids: RequestIds::new().map_err(|_| "the system random generator failed")?,
+            observer: None,
         })
+    }
+
+    /// Counts this state's requests in `metrics` (shared across config reloads): the handles
+    /// of its routes are resolved here, once.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: &Arc<Metrics>) -> Self {
+        self.observer = Some(Arc::new(
+            metrics.for_routes(&self.config.routes, &self.client),
+        ));
+        self
+    }
+
+    /// The shared metrics, when on.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.observer.as_ref().map(|o| o.metrics())
     }
 
     /// Forgets what periodic upkeep forgets: refilled rate-limit buckets, idle upstream
@@ -99,6 +122,9 @@ pub(crate) struct ConnInfo {
     pub upgraded: std::sync::atomic::AtomicBool,
     /// Requests of this connection whose response is not finished ([`InFlight`]).
     pub in_flight: AtomicUsize,
+    /// Set by the server when it closes what is left at the end of its shutdown grace: a
+    /// stream cut then was cut by the shutdown, not by its client.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ConnInfo {
@@ -120,6 +146,13 @@ impl ConnInfo {
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<ConnInfo>);
 
+impl InFlight {
+    /// Whether the server is closing its connections (shutdown).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.0.closing.load(Ordering::Relaxed)
+    }
+}
+
 impl Drop for InFlight {
     fn drop(&mut self) {
         self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -136,34 +169,37 @@ pub(crate) async fn handle(
 ) -> Result<Response<ResponseBody>, Infallible> {
     let start = Instant::now();
     let version = req.version();
-    let mut log = AccessLog::begin(req.method(), req.uri().path(), start);
-    let res = match proxy(&state, &conn, req, &mut log).await {
+    let request_id = state.request_ids.for_request(
+        req.headers(),
+        conn.peer,
+        &state.config.server.trusted_proxies,
+    );
+    let mut log = AccessLog::begin(
+        req.method(),
+        req.uri().path(),
+        start,
+        &request_id,
+        state.config.log.access,
+        state.observer.as_ref(),
+    );
+    let mut seen = Seen::default();
+    let method = req.method().clone();
+    let mut res = match proxy(&state, &conn, req, &request_id, &mut log, &mut seen).await {
         Ok(res) => res,
         Err(err) => {
-            let route = log.as_ref().and_then(AccessLog::route);
-            let route = route.as_deref().unwrap_or("-");
-            match err.fault() {
-                Fault::Client => tracing::debug!(
-                    route,
-                    status = err.status().as_u16(),
-                    error = %err,
-                    detail = err.detail(),
-                    "request refused"
-                ),
-                Fault::Upstream => tracing::warn!(
-                    route,
-                    status = err.status().as_u16(),
-                    error = %err,
-                    cause = %SourceChain(&err),
-                    "upstream failed"
-                ),
-                Fault::Internal => tracing::error!(
-                    route,
-                    status = err.status().as_u16(),
-                    error = %err,
-                    detail = err.detail(),
-                    "internal error"
-                ),
+            crate::telemetry::log_failure(
+                &err,
+                &crate::telemetry::Failed {
+                    config: &state.config,
+                    request_id: &request_id,
+                    method: &method,
+                    route: seen.route,
+                    path: seen.path.as_deref(),
+                    origin: seen.origin.as_ref(),
+                },
+            );
+            if let Some(observer) = &state.observer {
+                crate::telemetry::count_failure(observer, &err, seen.route);
             }
             if let Some(log) = &mut log {
                 log.set_status(err.status());
@@ -172,14 +208,28 @@ pub(crate) async fn handle(
             Response::from_parts(parts, ResponseBody::fixed(bytes, log))
         }
     };
+    res.headers_mut().insert(&X_REQUEST_ID, request_id);
     Ok(res.map(|body| body.holding(in_flight)))
 }
 
-async fn proxy(
-    state: &Arc<AppState>,
+/// What the log line of a failed request needs that the request itself took with it.
+#[derive(Debug, Default)]
+struct Seen<'c> {
+    /// The route it matched (or would have, when refused before routing ended).
+    route: Option<&'c crate::routing::Route>,
+    /// Its path (no query), for refusals and upstream failures.
+    path: Option<Box<str>>,
+    /// Its `Origin`, for CSRF and WebSocket origin refusals.
+    origin: Option<HeaderValue>,
+}
+
+async fn proxy<'c>(
+    state: &'c Arc<AppState>,
     conn: &ConnInfo,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
+    request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
+    seen: &mut Seen<'c>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
     // Counted first, once per HTTP/1 request whatever its fate, so the count stays in step
@@ -201,11 +251,18 @@ async fn proxy(
     };
     let forward = match admission::admit(config, &state.guards, &facts) {
         Ok(Admitted::Health) => return Ok(health(log.take())),
-        Ok(Admitted::Auth(auth)) => return token_endpoint(state, auth, req, log).await,
+        Ok(Admitted::Auth(auth)) => {
+            if let Some(log) = log {
+                log.set_auth();
+            }
+            seen.path = Some(req.uri().path().into());
+            return token_endpoint(state, auth, req, log).await;
+        }
         Ok(Admitted::Forward(forward)) => {
             if let Some(log) = log {
-                log.set_route(forward.route.prefix.shared());
+                log.set_route(forward.route);
             }
+            seen.route = Some(forward.route);
             forward
         }
         Err(err) => {
@@ -216,15 +273,34 @@ async fn proxy(
                 .session
                 .as_ref()
                 .is_some_and(|s| Endpoint::find(path, s).is_some());
-            if let (Some(log), Some((route, _)), false) = (log, config.routes.find(path), is_auth) {
-                log.set_route(route.prefix.shared());
+            match (config.routes.find(path), is_auth) {
+                (_, true) => {
+                    if let Some(log) = log {
+                        log.set_auth();
+                    }
+                }
+                (Some((route, _)), false) => {
+                    if let Some(log) = log {
+                        log.set_route(route);
+                    }
+                    seen.route = Some(route);
+                }
+                (None, false) => {}
             }
+            seen.path = Some(path.into());
+            seen.origin = req.headers().get(http::header::ORIGIN).cloned();
             return Err(err);
         }
     };
+    // The request's id goes upstream in place of whatever the client sent.
+    req.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
     if forward.websocket.is_some() {
+        seen.path = Some(req.uri().path().into());
         // Boxed: the handshake's own state stays out of every plain request's future.
-        return Box::pin(websocket_forward(state, conn, req, forward, log)).await;
+        return Box::pin(websocket_forward(
+            state, conn, req, forward, request_id, log,
+        ))
+        .await;
     }
     let mut forward = forward;
     let route = forward.route;
@@ -244,13 +320,16 @@ async fn proxy(
         },
     );
     let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
+    if let Some(log) = log {
+        log.set_received(progress.as_ref());
+    }
     let body = LimitedBody::new(
         incoming,
         route.max_body.as_u64(),
         config.server.idle_timeout,
         progress.clone(),
     );
-    let res = forward::send(
+    let res = match forward::send(
         &state.client,
         forward::Outgoing {
             method: &parts.method,
@@ -263,8 +342,22 @@ async fn proxy(
         config.server.upstream_timeout,
         progress,
     )
-    .await?;
-    Ok(relay_answer(res, session_cookies, route, config, log))
+    .await
+    {
+        Ok(res) => res,
+        Err(err) => {
+            seen.path = Some(parts.uri.path().into());
+            return Err(err);
+        }
+    };
+    Ok(relay_answer(
+        res,
+        session_cookies,
+        route,
+        config,
+        request_id,
+        log,
+    ))
 }
 
 /// An upstream's answer as the client gets it: hop-by-hop and internal fields off, a refreshed
@@ -274,6 +367,7 @@ fn relay_answer(
     session_cookies: Vec<HeaderValue>,
     route: &crate::routing::Route,
     config: &Config,
+    request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
@@ -282,18 +376,31 @@ fn relay_answer(
         parts.headers.append(http::header::SET_COOKIE, cookie);
     }
     parts.version = Version::HTTP_11;
+    let mut metrics = None;
     if let Some(log) = log {
         log.set_status(parts.status);
+        metrics = log.route_metrics().cloned();
+        if metrics.is_some() && is_event_stream(&parts.headers) {
+            log.set_sse();
+        }
     }
+    let origin = relay::Origin {
+        route: route.prefix.shared(),
+        upstream: route.upstream.authority().clone(),
+        request_id: request_id.clone(),
+        metrics,
+    };
     Response::from_parts(
         parts,
-        ResponseBody::upstream(
-            body,
-            route.prefix.shared(),
-            config.server.idle_timeout,
-            log.take(),
-        ),
+        ResponseBody::upstream(body, origin, config.server.idle_timeout, log.take()),
     )
+}
+
+/// Whether an answer is a Server-Sent Events stream (`text/event-stream`).
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// The bearer for an admitted request, and the `Set-Cookie` values of a refreshed session: on
@@ -330,6 +437,7 @@ async fn websocket_forward(
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     mut forward: Forward<'_>,
+    request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
@@ -390,7 +498,14 @@ async fn websocket_forward(
 
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The upstream refused the socket: its answer goes to the client as any answer does.
-        return Ok(relay_answer(res, session_cookies, route, config, log));
+        return Ok(relay_answer(
+            res,
+            session_cookies,
+            route,
+            config,
+            request_id,
+            log,
+        ));
     }
     let (mut parts, body) = res.into_parts();
     if !websocket::is_valid_switch(websocket_key.as_ref(), &parts.headers) {
@@ -410,10 +525,15 @@ async fn websocket_forward(
     }
     conn.upgraded
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // The socket logs its own line when it closes; the handshake's is dropped.
+    // The socket logs its own line when it closes; the handshake's is dropped (and counted).
+    let logged = log.as_ref().is_some_and(AccessLog::writes);
     let path = log.take().map_or_else(String::new, AccessLog::replace);
     let state = state.clone();
     let route_prefix = route.prefix.shared();
+    let request_id = request_id.clone();
+    let open = state
+        .metrics()
+        .map(|m| m.stream_opened(crate::telemetry::metrics::StreamKind::WebSocket));
     // Detached: the socket lives past this request; `Sockets` counts it, and shutdown closes
     // it after the grace period.
     tokio::spawn(async move {
@@ -435,7 +555,10 @@ async fn websocket_forward(
             &mut moved,
         )
         .await;
-        websocket::log_close(&route_prefix, &path, started, &moved, ending);
+        drop(open);
+        if logged {
+            websocket::log_close(&request_id, &route_prefix, &path, started, &moved, ending);
+        }
     });
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(
@@ -499,12 +622,14 @@ async fn token_endpoint(
     ))
 }
 
-fn health(mut log: Option<AccessLog>) -> Response<ResponseBody> {
-    if let Some(log) = &mut log {
-        log.set_status(StatusCode::OK);
+/// The health endpoint's answer: health probes are neither logged nor counted (a probe every
+/// second would drown the access log).
+fn health(log: Option<AccessLog>) -> Response<ResponseBody> {
+    if let Some(log) = log {
+        log.skip();
     }
     let (parts, bytes) = error::health().into_parts();
-    Response::from_parts(parts, ResponseBody::fixed(bytes, log))
+    Response::from_parts(parts, ResponseBody::fixed(bytes, None))
 }
 
 /// Displays an error's source chain (`a: b: c`) for the log.

@@ -57,6 +57,7 @@ pub async fn serve(
     let websockets = state.config.routes.has_websocket();
 
     let graceful = GracefulShutdown::new();
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
     let max_connections = settings.max_connections;
@@ -90,6 +91,9 @@ pub async fn serve(
                 max_connections,
                 "connection limit reached; refusing a connection"
             );
+            if let Some(metrics) = state.metrics() {
+                metrics.refused(crate::telemetry::metrics::Refusal::Limits);
+            }
             while refusals.try_join_next().is_some() {}
             if refusals.len() < MAX_REFUSALS_IN_FLIGHT {
                 refusals.spawn(refuse(stream));
@@ -99,7 +103,10 @@ pub async fn serve(
         let builder = builder.clone();
         let watcher = graceful.watcher();
         let state = state.clone();
+        let closing = closing.clone();
         connections.spawn(async move {
+            // Counted open from accept to close (metrics on).
+            let _open = state.metrics().map(|m| m.connection_opened());
             let _ = stream.set_nodelay(true);
             if !first_bytes_arrive(&stream, header_timeout).await {
                 return;
@@ -112,6 +119,7 @@ pub async fn serve(
                 framing: framing.clone(),
                 upgraded: std::sync::atomic::AtomicBool::new(false),
                 in_flight: AtomicUsize::new(0),
+                closing,
             });
             let stream = Scanned {
                 stream,
@@ -158,6 +166,8 @@ pub async fn serve(
             "shutdown grace period over; closing the remaining connections"
         ),
     }
+    // What is cut from here on is cut by the shutdown (its access lines say so).
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
     state.guards.sockets.close_all();
     // The sockets close at once; their tasks get a moment to log their lines.
     let _ = tokio::time::timeout(
