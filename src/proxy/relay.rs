@@ -174,7 +174,7 @@ impl Body for ResponseBody {
                         let kind = mid_body_failure(&err);
                         let origin = &up.origin;
                         tracing::warn!(
-                            request_id = origin.request_id.to_str().unwrap_or("-"),
+                            request_id = %origin.request_id.to_str().unwrap_or("-"),
                             route = &*origin.route,
                             upstream = origin.upstream.as_str(),
                             kind = kind.as_str(),
@@ -418,7 +418,7 @@ impl Drop for AccessLog {
         };
         tracing::info!(
             target: "cookiegate::access",
-            request_id = self.request_id.to_str().unwrap_or("-"),
+            request_id = %self.request_id.to_str().unwrap_or("-"),
             method = %self.method,
             route = self.route.as_deref().unwrap_or("-"),
             path = &*self.path,

@@ -430,7 +430,7 @@ pub(crate) fn log_close(
 ) {
     tracing::info!(
         target: "cookiegate::access",
-        request_id = request_id.to_str().unwrap_or("-"),
+        request_id = %request_id.to_str().unwrap_or("-"),
         kind = "websocket",
         route,
         path,

@@ -46,7 +46,7 @@ pub(crate) fn log_failure(err: &ProxyError, f: &Failed<'_>) {
     let status = err.status().as_u16();
     match err.fault() {
         Fault::Client => tracing::info!(
-            request_id,
+            request_id = %request_id,
             route,
             method = %f.method,
             path,
@@ -69,7 +69,7 @@ pub(crate) fn log_failure(err: &ProxyError, f: &Failed<'_>) {
                 (_, None) => "-".to_string(),
             };
             tracing::warn!(
-                request_id,
+                request_id = %request_id,
                 route,
                 upstream,
                 method = %f.method,
@@ -82,7 +82,7 @@ pub(crate) fn log_failure(err: &ProxyError, f: &Failed<'_>) {
             );
         }
         Fault::Internal => tracing::error!(
-            request_id,
+            request_id = %request_id,
             route,
             method = %f.method,
             path,

@@ -136,8 +136,9 @@ async fn metric_values_move_as_requests_pass() {
             "cookiegate_upstream_errors_total{route=\"/api/proxy\",kind=\"connect\"}",
             0.0,
         ),
-        // Two answers of `{"ok":true}`.
-        ("cookiegate_sent_bytes_total{route=\"/api/proxy\"}", 22.0),
+        // Two answers of `{"ok":true}` (11 bytes), and the two error bodies:
+        // `{"error":"cross-site request refused"}` (38), `{"error":"not authenticated"}` (29).
+        ("cookiegate_sent_bytes_total{route=\"/api/proxy\"}", 89.0),
         ("cookiegate_received_bytes_total{route=\"/api/proxy\"}", 5.0),
         (
             "cookiegate_request_duration_seconds_count{route=\"/api/proxy\"}",
