@@ -2,8 +2,8 @@
 //! listener that serves `GET /metrics`.
 //!
 //! Everything lives in one [`Metrics`], created once by `main` and shared across config reloads.
-//! The request path never looks a label set up: [`Metrics::for_routes`] resolves one
-//! [`RouteMetrics`] per configured route (plus one for the token handler's endpoints and one for
+//! The request path never looks a label set up: `Metrics::for_routes` resolves one
+//! `RouteMetrics` per configured route (plus one for the token handler's endpoints and one for
 //! requests that matched no route) when a route table is loaded, and a request only clones an
 //! `Arc` and bumps atomics. Requests by method and status class are resolved lazily, on first
 //! use, so series that never happened are not exported as zeros.
