@@ -307,6 +307,56 @@ mod tests {
         }
     }
 
+    const ONE_ROUTE: &str = "[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9\"\n";
+
+    #[test]
+    fn metrics_are_off_unless_their_section_is_there_and_then_default_their_address() {
+        assert_eq!(Config::from_toml_str(ONE_ROUTE).unwrap().metrics, None);
+        let on = Config::from_toml_str(&format!("[metrics]\n{ONE_ROUTE}")).unwrap();
+        assert_eq!(
+            on.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        let described = on.describe();
+        assert!(
+            described.contains("metrics http://127.0.0.1:9464/metrics"),
+            "{described}"
+        );
+        assert!(
+            described.contains("log info text, access log on"),
+            "{described}"
+        );
+    }
+
+    #[test]
+    fn metrics_need_an_address_of_their_own_and_log_a_known_format() {
+        assert_problems(
+            &problems(&format!(
+                "listen = \"0.0.0.0:4000\"\n[metrics]\nlisten = \"127.0.0.1:4000\"\n\
+                 [log]\nformat = \"yaml\"\n{ONE_ROUTE}"
+            )),
+            &[
+                "metrics.listen: `127.0.0.1:4000` is the public listener's address",
+                "log.format: `yaml` must be \"text\" or \"json\"",
+            ],
+        );
+        assert_problems(
+            &problems(&format!("[metrics]\nlisten = \"localhost\"\n{ONE_ROUTE}")),
+            &["metrics.listen: `localhost` must be an IP address and port"],
+        );
+        let json = Config::from_toml_str(&format!(
+            "[log]\nformat = \"json\"\naccess = false\n{ONE_ROUTE}"
+        ))
+        .unwrap();
+        assert_eq!(
+            json.log,
+            LogSettings {
+                format: LogFormat::Json,
+                access: false
+            }
+        );
+    }
+
     #[test]
     fn readme_example_parses_with_its_annotated_values() {
         let readme = include_str!("../README.md");

@@ -341,3 +341,47 @@ async fn promtool_accepts_the_scrape() {
     gateway.stop().await;
     upstream.stop().await;
 }
+
+#[tokio::test]
+async fn an_sse_answer_counts_as_an_open_stream_while_it_lasts() {
+    let upstream = TestUpstream::builder()
+        .handle(|_req, tasks| async move {
+            let (mut tx, body) = channel_body(1);
+            tasks.spawn(async move {
+                let _ = tx
+                    .send_data(bytes::Bytes::from_static(b"data: one\n\n"))
+                    .await;
+                // Held open until the client goes away (or the upstream is stopped).
+                std::future::pending::<()>().await;
+            });
+            http::Response::builder()
+                .header("content-type", "text/event-stream")
+                .body(body)
+                .unwrap()
+        })
+        .start()
+        .await;
+    let gateway = Gateway::start_with_metrics(&format!(
+        "[[routes]]\nprefix = \"/events\"\nupstream = \"{}\"\nauth = \"none\"\n",
+        upstream.url()
+    ))
+    .await;
+    let sse = "cookiegate_open_streams{kind=\"sse\"}";
+    assert_eq!(value(&scrape(&gateway).await, sse), 0.0);
+    let req = request("GET", &gateway.url("/events"), None)
+        .body(empty())
+        .unwrap();
+    let res = within("the stream's head", client().request(req))
+        .await
+        .unwrap();
+    let mut body = res.into_body();
+    within("the first event", next_data(&mut body))
+        .await
+        .unwrap()
+        .unwrap();
+    eventually(&gateway, sse, 1.0).await;
+    drop(body);
+    eventually(&gateway, sse, 0.0).await;
+    gateway.stop().await;
+    upstream.stop().await;
+}
