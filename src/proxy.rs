@@ -226,7 +226,7 @@ struct Seen<'c> {
 async fn proxy<'c>(
     state: &'c Arc<AppState>,
     conn: &ConnInfo,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
     request_id: &HeaderValue,
     log: &mut Option<AccessLog>,
     seen: &mut Seen<'c>,
@@ -292,8 +292,6 @@ async fn proxy<'c>(
             return Err(err);
         }
     };
-    // The request's id goes upstream in place of whatever the client sent.
-    req.headers_mut().insert(&X_REQUEST_ID, request_id.clone());
     if forward.websocket.is_some() {
         seen.path = Some(req.uri().path().into());
         // Boxed: the handshake's own state stays out of every plain request's future.
@@ -318,7 +316,9 @@ async fn proxy<'c>(
             proto: forward.client.proto.as_str(),
             websocket: false,
         },
-    );
+    )
+    // The request's id goes upstream in place of whatever the client sent.
+    .with_request_id(request_id.clone());
     let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
     if let Some(log) = log {
         log.set_received(progress.as_ref());
@@ -473,7 +473,9 @@ async fn websocket_forward(
             proto: forward.client.proto.as_str(),
             websocket: true,
         },
-    );
+    )
+    // The request's id goes upstream in place of whatever the client sent.
+    .with_request_id(request_id.clone());
     let websocket_key = parts.headers.get("sec-websocket-key").cloned();
     let body = LimitedBody::new(
         incoming,

@@ -71,8 +71,10 @@ impl RequestIds {
             hex[2 * i] = HEX[usize::from(byte >> 4)];
             hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
         }
-        // Hex digits are always a valid header value.
-        HeaderValue::from_bytes(&hex).unwrap_or_else(|_| HeaderValue::from_static("-"))
+        // Owned by one shared allocation: the id is cloned for the upstream, the failure line
+        // and the answer, each a reference count. Hex digits are always a valid header value.
+        HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(hex))
+            .unwrap_or_else(|_| HeaderValue::from_static("-"))
     }
 
     /// The request's id: the client's `X-Request-Id` when the peer is a trusted proxy and the
