@@ -228,7 +228,7 @@ async fn proxy<'c>(
     conn: &ConnInfo,
     req: Request<Incoming>,
     request_id: &HeaderValue,
-    log: &mut Option<AccessLog>,
+    log: &mut Option<Box<AccessLog>>,
     seen: &mut Seen<'c>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
@@ -368,7 +368,7 @@ fn relay_answer(
     route: &crate::routing::Route,
     config: &Config,
     request_id: &HeaderValue,
-    log: &mut Option<AccessLog>,
+    log: &mut Option<Box<AccessLog>>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     headers::to_client(&mut parts.headers);
@@ -438,7 +438,7 @@ async fn websocket_forward(
     mut req: Request<Incoming>,
     mut forward: Forward<'_>,
     request_id: &HeaderValue,
-    log: &mut Option<AccessLog>,
+    log: &mut Option<Box<AccessLog>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
     let route = forward.route;
@@ -528,8 +528,8 @@ async fn websocket_forward(
     conn.upgraded
         .store(true, std::sync::atomic::Ordering::Relaxed);
     // The socket logs its own line when it closes; the handshake's is dropped (and counted).
-    let logged = log.as_ref().is_some_and(AccessLog::writes);
-    let path = log.take().map_or_else(String::new, AccessLog::replace);
+    let logged = log.as_ref().is_some_and(|l| l.writes());
+    let path = log.take().map_or_else(String::new, |l| l.replace());
     let state = state.clone();
     let route_prefix = route.prefix.shared();
     let request_id = request_id.clone();
@@ -574,7 +574,7 @@ async fn token_endpoint(
     state: &AppState,
     auth: AuthRequest,
     req: Request<Incoming>,
-    log: &mut Option<AccessLog>,
+    log: &mut Option<Box<AccessLog>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Some(tokens) = &state.tokens else {
         return Err(ProxyError::Internal(
@@ -626,7 +626,7 @@ async fn token_endpoint(
 
 /// The health endpoint's answer: health probes are neither logged nor counted (a probe every
 /// second would drown the access log).
-fn health(log: Option<AccessLog>) -> Response<ResponseBody> {
+fn health(log: Option<Box<AccessLog>>) -> Response<ResponseBody> {
     if let Some(log) = log {
         log.skip();
     }

@@ -36,7 +36,7 @@ use crate::telemetry::metrics::{
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     kind: Kind,
-    log: Option<AccessLog>,
+    log: Option<Box<AccessLog>>,
     /// Dropped with the body, when hyper is done with it: the exchange is over.
     in_flight: Option<InFlight>,
 }
@@ -73,7 +73,7 @@ pub(crate) struct Origin {
 
 impl ResponseBody {
     /// A fixed body (errors, health).
-    pub(crate) fn fixed(bytes: Bytes, mut log: Option<AccessLog>) -> Self {
+    pub(crate) fn fixed(bytes: Bytes, mut log: Option<Box<AccessLog>>) -> Self {
         let bytes = (!bytes.is_empty()).then_some(bytes);
         if let Some(log) = &mut log {
             log.head_ready();
@@ -93,7 +93,7 @@ impl ResponseBody {
         body: AnswerBody,
         origin: Origin,
         idle: Duration,
-        mut log: Option<AccessLog>,
+        mut log: Option<Box<AccessLog>>,
     ) -> Self {
         if let Some(log) = &mut log {
             log.head_ready();
@@ -298,12 +298,14 @@ impl AccessLog {
         request_id: &HeaderValue,
         access: bool,
         observer: Option<&Arc<Observer>>,
-    ) -> Option<Self> {
+    ) -> Option<Box<Self>> {
         let write = access && tracing::enabled!(target: "cookiegate::access", tracing::Level::INFO);
         if !write && observer.is_none() {
             return None;
         }
-        Some(Self {
+        // Boxed: the record rides in every response body, which moves several times on its
+        // way to hyper; a pointer moves cheaper than the whole record.
+        Some(Box::new(Self {
             method: method.clone(),
             path: if write { path.into() } else { Box::default() },
             route: None,
@@ -320,7 +322,7 @@ impl AccessLog {
             received: None,
             stream: None,
             shutdown: false,
-        })
+        }))
     }
 
     /// Records the route the request matched.
