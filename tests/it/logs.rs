@@ -295,3 +295,46 @@ async fn errors_carry_a_request_id_too() {
     }
     gateway.stop().await;
 }
+
+#[tokio::test]
+async fn a_504_names_its_cause_the_route_and_the_upstream() {
+    // Takes the request, never answers.
+    let upstream = TestUpstream::builder()
+        .raw(|mut wire| async move {
+            if wire.head().await.is_some() {
+                std::future::pending::<()>().await;
+            }
+        })
+        .start()
+        .await;
+    let authority = upstream.url().trim_start_matches("http://").to_string();
+    let dir = TempDir::new("timeout-cause");
+    let (running, addr) = start(
+        &dir,
+        &format!(
+            "listen = \"127.0.0.1:0\"\n[server]\nupstream_timeout = \"300ms\"\n\
+             [[routes]]\nprefix = \"/slow\"\nupstream = \"{}\"\nauth = \"none\"\n",
+            upstream.url()
+        ),
+    );
+    let answer = get(&format!("http://{addr}/slow/x?q={QUERY}"), None).await;
+    answer.assert_error(504, "upstream timed out");
+    let id = answer.header("x-request-id").unwrap().to_string();
+    let (code, log) = running.terminate_async().await;
+    assert_eq!(code, Some(0));
+    let line = log
+        .lines()
+        .find(|l| l.contains("upstream failed"))
+        .unwrap_or_else(|| panic!("no upstream failure line: {log}"));
+    assert!(line.contains(" WARN "), "{line}");
+    assert!(line.contains(&format!("request_id={id}")), "{line}");
+    assert!(line.contains("route=\"/slow\""), "{line}");
+    assert!(
+        line.contains(&format!("upstream=\"{authority}\"")),
+        "{line}"
+    );
+    assert!(line.contains("kind=\"timeout\""), "{line}");
+    assert!(line.contains("response head timeout"), "{line}");
+    assert!(!log.contains(QUERY), "{log}");
+    upstream.stop().await;
+}
