@@ -385,3 +385,103 @@ async fn an_sse_answer_counts_as_an_open_stream_while_it_lasts() {
     gateway.stop().await;
     upstream.stop().await;
 }
+
+/// Stops a child process (a Prometheus server) when dropped, panicking test or not.
+struct Child(std::process::Child);
+
+impl Drop for Child {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A real Prometheus server (Debian's `prometheus` package, as for `promtool`) scrapes the
+/// endpoint and can query what it scraped.
+#[tokio::test]
+async fn a_prometheus_server_scrapes_the_endpoint() {
+    let prometheus = std::env::var_os("PROMETHEUS").unwrap_or_else(|| "prometheus".into());
+    let found = std::process::Command::new(&prometheus)
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "prometheus not found: install it with `apt-get install -y prometheus` (Debian), or set \
+         PROMETHEUS to its path"
+    );
+    let upstream = TestUpstream::echo_ok().await;
+    let gateway = Gateway::start_with_metrics(&config(&upstream.url())).await;
+    assert_eq!(
+        get(&gateway.url("/api/proxy/x"), Some(TOKEN)).await.status,
+        200
+    );
+
+    let dir = TempDir::new("prometheus");
+    std::fs::write(
+        dir.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n\
+             scrape_configs:\n  - job_name: cookiegate\n    static_configs:\n      \
+             - targets: [\"{}\"]\n",
+            gateway.metrics_addr.unwrap()
+        ),
+    )
+    .unwrap();
+    // Prometheus cannot report a port it picked itself: take a free one for its web API.
+    let web = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
+    let _server = Child(
+        std::process::Command::new(&prometheus)
+            .arg(format!(
+                "--config.file={}",
+                dir.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                dir.join("data").display()
+            ))
+            .arg(format!("--web.listen-address={web}"))
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap(),
+    );
+    let query = format!(
+        "http://{web}/api/v1/query?query=cookiegate_requests_total%7Broute%3D%22%2Fapi%2Fproxy%22%7D"
+    );
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    let result = loop {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(2),
+            client().request(request("GET", &query, None).body(empty()).unwrap()),
+        )
+        .await;
+        if let Ok(Ok(res)) = answer {
+            use http_body_util::BodyExt as _;
+            let body = res.into_body().collect().await.unwrap().to_bytes();
+            let json: serde_json::Value = serde_json::from_slice(&body).unwrap_or_default();
+            if json["data"]["result"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+            {
+                break json;
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Prometheus never scraped the endpoint; its log: {}",
+            std::fs::read_to_string(dir.join("prometheus.log")).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let sample = &result["data"]["result"][0];
+    assert_eq!(sample["metric"]["method"], "GET", "{result}");
+    assert_eq!(sample["metric"]["status"], "2xx", "{result}");
+    assert_eq!(sample["value"][1], "1", "{result}");
+    gateway.stop().await;
+    upstream.stop().await;
+}
