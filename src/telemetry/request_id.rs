@@ -67,9 +67,8 @@ impl RequestIds {
         let n = self.counter.fetch_add(1, Ordering::Relaxed);
         let id = permute(&self.keys, n);
         let mut hex = [0u8; 32];
-        for (i, byte) in id.to_be_bytes().iter().enumerate() {
-            hex[2 * i] = HEX[usize::from(byte >> 4)];
-            hex[2 * i + 1] = HEX[usize::from(byte & 0xf)];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(id.to_be_bytes()) {
+            pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
         }
         // Owned by one shared allocation: the id is cloned for the upstream, the failure line
         // and the answer, each a reference count. Hex digits are always a valid header value.
@@ -85,9 +84,12 @@ impl RequestIds {
         peer: IpAddr,
         trusted: &TrustedProxies,
     ) -> HeaderValue {
+        // Without trusted proxies (the common case) the map is not even searched.
+        if trusted.is_empty() {
+            return self.generate();
+        }
         if let Some(given) = headers.get(&X_REQUEST_ID) {
-            if !trusted.is_empty()
-                && is_acceptable(given.as_bytes())
+            if is_acceptable(given.as_bytes())
                 && trusted.contains(peer)
                 && headers.get_all(&X_REQUEST_ID).iter().nth(1).is_none()
             {
@@ -98,7 +100,17 @@ impl RequestIds {
     }
 }
 
-const HEX: &[u8; 16] = b"0123456789abcdef";
+/// Each byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut pairs = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        pairs[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    pairs
+};
 
 /// The keyed permutation: four Feistel rounds over (`keys[0]`, `n`).
 fn permute(keys: &[u64; 5], n: u64) -> u128 {
