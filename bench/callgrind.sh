@@ -5,6 +5,8 @@
 #
 #   bench/callgrind.sh            # cookiegate (release build of this checkout) and nginx
 #   CG_BIN=path bench/callgrind.sh  # another cookiegate binary, e.g. an older build
+#   CG_METRICS=1 bench/callgrind.sh # also the same build with `[metrics]` on (row cookiegate+metrics)
+#   CG_NGINX=0 bench/callgrind.sh   # skip nginx (when only cookiegate's figures are wanted)
 #
 # Two measurements per proxy, both against the bench's upstream nginx (bench/targets):
 # - sequential: one curl keep-alive connection sends N small GETs with a cookie, an `Accept` and
@@ -115,6 +117,12 @@ report() { # NAME PORT CMD...
 echo "| proxy | instructions/request, 1 connection | instructions/request, 64 connections |"
 echo "|---|---|---|"
 report cookiegate 18201 "$CG_BIN" --config "$WORK/cookiegate.toml"
+if [ "${CG_METRICS:-0}" = 1 ]; then
+  # The same config with a metrics listener: the cost of metrics per request.
+  { cat "$WORK/cookiegate.toml"; printf '\n[metrics]\nlisten = "127.0.0.1:18208"\n'; } >"$WORK/metrics.toml"
+  report cookiegate+metrics 18201 "$CG_BIN" --config "$WORK/metrics.toml"
+fi
+[ "${CG_NGINX:-1}" = 1 ] || exit 0
 # nginx: master and worker (`--trace-children`); the worker does the proxying.
 report nginx 18202 --trace-children=yes nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" \
   -e "$WORK/nginx/error.log" -g 'daemon off;'

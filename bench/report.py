@@ -9,7 +9,7 @@ import statistics
 import sys
 from collections import defaultdict
 
-TARGETS = ["direct", "cookiegate", "baseline", "nginx", "haproxy", "caddy", "nextjs"]
+TARGETS = ["direct", "cookiegate", "baseline", "metrics", "nginx", "haproxy", "caddy", "nextjs"]
 
 # metric, label, format, ratio shown
 ROWS = [

@@ -11,6 +11,9 @@
 # BENCH_OUT (where the Markdown report is copied, default $BENCH_WORK/report.md),
 # BENCH_BASELINE_BIN (another cookiegate binary, e.g. a build of main before a change: measured
 # as the target `baseline`, interleaved with the others, for a before/after ratio in one run),
+# BENCH_METRICS (1: also measure the target `metrics`, this build with `[metrics]` on, interleaved
+# with `cookiegate`, for the cost of metrics as a ratio in one run:
+# `BENCH_METRICS=1 BENCH_TARGETS="cookiegate nginx" bench/run.sh`),
 # BENCH_SESSION (1 by default: also run bench/session.sh, the token handler's costs),
 # BENCH_WEBSOCKET (1 by default: also run bench/websocket.sh, sockets beside nginx).
 #
@@ -33,6 +36,9 @@ BASELINE_BIN=${BENCH_BASELINE_BIN:-}
 if [ -n "$BASELINE_BIN" ] && [[ " $TARGETS " != *" baseline "* ]]; then
   TARGETS="$TARGETS baseline"
 fi
+if [ "${BENCH_METRICS:-0}" = 1 ] && [[ " $TARGETS " != *" metrics "* ]]; then
+  TARGETS="$TARGETS metrics"
+fi
 TOKEN="bench.TOKEN-0123456789_abcdefghijklmnopqrstuvwxyz"
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -48,7 +54,7 @@ DL_BYTES=$((100 * 1024 * 1024))
 UL_BYTES=$((50 * 1024 * 1024))
 BIG_BYTES=$((1024 * 1024 * 1024))
 
-declare -A PORT=([direct]=18080 [cookiegate]=18201 [nginx]=18202 [haproxy]=18203 [caddy]=18204 [nextjs]=18205 [baseline]=18206)
+declare -A PORT=([direct]=18080 [cookiegate]=18201 [nginx]=18202 [haproxy]=18203 [caddy]=18204 [nextjs]=18205 [baseline]=18206 [metrics]=18207)
 HELPER_ADDR=127.0.0.1:18081
 
 log() { printf '[%s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
@@ -199,6 +205,9 @@ prepare() {
   done
   # The baseline build: the same config on its own port.
   sed "s#127.0.0.1:${PORT[cookiegate]}#127.0.0.1:${PORT[baseline]}#" "$WORK/cookiegate.toml" >"$WORK/baseline.toml"
+  # Metrics on: the same config on its own port, plus a metrics listener.
+  sed "s#127.0.0.1:${PORT[cookiegate]}#127.0.0.1:${PORT[metrics]}#" "$WORK/cookiegate.toml" >"$WORK/metrics.toml"
+  printf '\n[metrics]\nlisten = "127.0.0.1:18208"\n' >>"$WORK/metrics.toml"
   : >"$WORK/results.tsv"
 }
 
@@ -227,6 +236,7 @@ start_target() { # target -> SERVER_PID (empty for direct), READY_MS
     direct) return 0 ;;
     cookiegate) start_server "$t" 0 "$CG_BIN" --config "$WORK/cookiegate.toml" ;;
     baseline) start_server "$t" 0 "$BASELINE_BIN" --config "$WORK/baseline.toml" ;;
+    metrics) start_server "$t" 0 "$CG_BIN" --config "$WORK/metrics.toml" ;;
     nginx) start_server "$t" 0 nginx -p "$WORK/nginx" -c "$WORK/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' ;;
     haproxy) start_server "$t" 0 haproxy -f "$WORK/haproxy.cfg" ;;
     caddy) start_server "$t" 0 env GOMAXPROCS=1 XDG_DATA_HOME="$WORK/caddy" XDG_CONFIG_HOME="$WORK/caddy" \

@@ -46,6 +46,10 @@ pub struct Config {
     pub server: ServerSettings,
     /// The `tracing` filter used when `RUST_LOG` is unset.
     pub log_level: String,
+    /// `[log]`: the format and the access log (the level is `log_level`).
+    pub log: LogSettings,
+    /// `[metrics]`, when present.
+    pub metrics: Option<MetricsSettings>,
     /// The routes.
     pub routes: RouteTable,
     /// `[csrf]`: applies to every route that sends a token.
@@ -71,6 +75,41 @@ pub struct TlsSettings {
     /// What the files held when validated: served from startup, so what `check` accepted is
     /// what is served.
     pub loaded: crate::server::tls::LoadedCert,
+}
+
+/// `[log]`, validated (besides its level, [`Config::log_level`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LogSettings {
+    /// How lines are written.
+    pub format: LogFormat,
+    /// Whether the access log is written.
+    pub access: bool,
+}
+
+/// `[log] format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable lines (`tracing`'s own format).
+    Text,
+    /// One JSON object per line, fields flattened (names in the README).
+    Json,
+}
+
+impl LogFormat {
+    /// The config value.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+        }
+    }
+}
+
+/// `[metrics]`, validated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricsSettings {
+    /// Where `GET /metrics` is served.
+    pub listen: SocketAddr,
 }
 
 /// `[websocket]`, validated.
@@ -318,6 +357,56 @@ mod tests {
             Err(ConfigError::Invalid(p)) => p,
             other => panic!("expected problems, got {other:?}"),
         }
+    }
+
+    const ONE_ROUTE: &str = "[[routes]]\nprefix = \"/api\"\nupstream = \"http://127.0.0.1:9\"\n";
+
+    #[test]
+    fn metrics_are_off_unless_their_section_is_there_and_then_default_their_address() {
+        assert_eq!(Config::from_toml_str(ONE_ROUTE).unwrap().metrics, None);
+        let on = Config::from_toml_str(&format!("[metrics]\n{ONE_ROUTE}")).unwrap();
+        assert_eq!(
+            on.metrics.map(|m| m.listen.to_string()).as_deref(),
+            Some("127.0.0.1:9464")
+        );
+        let described = on.describe();
+        assert!(
+            described.contains("metrics http://127.0.0.1:9464/metrics"),
+            "{described}"
+        );
+        assert!(
+            described.contains("log info text, access log on"),
+            "{described}"
+        );
+    }
+
+    #[test]
+    fn metrics_need_an_address_of_their_own_and_log_a_known_format() {
+        assert_problems(
+            &problems(&format!(
+                "listen = \"0.0.0.0:4000\"\n[metrics]\nlisten = \"127.0.0.1:4000\"\n\
+                 [log]\nformat = \"yaml\"\n{ONE_ROUTE}"
+            )),
+            &[
+                "metrics.listen: `127.0.0.1:4000` is the public listener's address",
+                "log.format: `yaml` must be \"text\" or \"json\"",
+            ],
+        );
+        assert_problems(
+            &problems(&format!("[metrics]\nlisten = \"localhost\"\n{ONE_ROUTE}")),
+            &["metrics.listen: `localhost` must be an IP address and port"],
+        );
+        let json = Config::from_toml_str(&format!(
+            "[log]\nformat = \"json\"\naccess = false\n{ONE_ROUTE}"
+        ))
+        .unwrap();
+        assert_eq!(
+            json.log,
+            LogSettings {
+                format: LogFormat::Json,
+                access: false
+            }
+        );
     }
 
     #[test]

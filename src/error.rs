@@ -26,6 +26,15 @@ pub enum Fault {
     Internal,
 }
 
+/// Where an upstream exchange was when `upstream_timeout` ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimeoutStage {
+    /// No connection (TCP, TLS) was made yet.
+    Connect,
+    /// Connected; the response head did not come.
+    Head,
+}
+
 /// Every way cookiegate ends a request itself.
 #[derive(Debug, thiserror::Error)]
 pub enum ProxyError {
@@ -65,9 +74,10 @@ pub enum ProxyError {
     /// The upstream could not be reached, or broke before sending its response head.
     #[error("upstream unreachable")]
     UpstreamUnreachable(#[source] BoxError),
-    /// The upstream did not send its response head within `upstream_timeout`.
+    /// The upstream did not take the connection, or did not send its response head, within
+    /// `upstream_timeout` (which of the two goes to the log).
     #[error("upstream timed out")]
-    UpstreamTimeout,
+    UpstreamTimeout(TimeoutStage),
     /// The request's `Transfer-Encoding` names a coding besides `chunked` (RFC 9112 §6.1:
     /// a server that does not understand a coding answers 501, as nginx does).
     #[error("transfer coding not supported")]
@@ -137,7 +147,7 @@ impl ProxyError {
             Self::BodyTimeout => StatusCode::REQUEST_TIMEOUT,
             Self::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UpstreamUnreachable(_) => StatusCode::BAD_GATEWAY,
-            Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Self::UpstreamTimeout(_) => StatusCode::GATEWAY_TIMEOUT,
             Self::UnsupportedTransferCoding => StatusCode::NOT_IMPLEMENTED,
             Self::TooManyConnections => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -157,7 +167,7 @@ impl ProxyError {
     pub fn fault(&self) -> Fault {
         match self {
             Self::UpstreamUnreachable(_)
-            | Self::UpstreamTimeout
+            | Self::UpstreamTimeout(_)
             | Self::IdpUnreachable(_)
             | Self::IdpTimeout
             | Self::IdpUnavailable
@@ -361,7 +371,11 @@ mod tests {
                 502,
                 "upstream unreachable",
             ),
-            (ProxyError::UpstreamTimeout, 504, "upstream timed out"),
+            (
+                ProxyError::UpstreamTimeout(TimeoutStage::Head),
+                504,
+                "upstream timed out",
+            ),
             (
                 ProxyError::UnsupportedTransferCoding,
                 501,
@@ -446,7 +460,10 @@ mod tests {
     #[test]
     fn faults_pick_who_is_to_blame() {
         assert_eq!(ProxyError::NoRoute.fault(), Fault::Client);
-        assert_eq!(ProxyError::UpstreamTimeout.fault(), Fault::Upstream);
+        assert_eq!(
+            ProxyError::UpstreamTimeout(TimeoutStage::Connect).fault(),
+            Fault::Upstream
+        );
         assert_eq!(ProxyError::Internal("x").fault(), Fault::Internal);
         assert_eq!(ProxyError::TooManyConnections.fault(), Fault::Internal);
     }

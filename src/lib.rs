@@ -23,7 +23,9 @@
 //!   format ([`upstream::h1`], pure), connections and TLS, the keep-alive pool (`is_reusable`),
 //!   one exchange per request, and the resend rule (`may_resend`);
 //! - [`error`]: [`ProxyError`], its status, fault and JSON body, in one place;
-//! - [`config`]: the TOML file model and its validation; [`cli`] and [`telemetry`] serve `main`;
+//! - [`telemetry`]: logging setup (text or JSON), request ids (`X-Request-Id`), the refusal and
+//!   upstream failure lines, and the Prometheus metrics with their own listener;
+//! - [`config`]: the TOML file model and its validation; [`cli`] serves `main`;
 //! - [`demo`]: the built-in demo API and page behind `cookiegate demo`.
 //!
 //! The public surface is what the binary, the benchmarks and the fuzz targets need; the rest is

@@ -13,9 +13,10 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use clap::Parser;
 use cookiegate::cli::{Cli, Command, RunArgs};
-use cookiegate::config::{Config, ConfigError, Env, Source};
+use cookiegate::config::{Config, ConfigError, Env, LogFormat, Source};
 use cookiegate::server::Listener;
 use cookiegate::server::tls::ServerTls;
+use cookiegate::telemetry::metrics::Metrics;
 
 /// mimalloc instead of glibc's allocator: a proxied request makes a dozen short-lived
 /// allocations (heads, header maps, buffers), and under load glibc's free lists cost about
@@ -114,7 +115,7 @@ fn demo(listen: Option<&str>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    exit_code(run_runtime(0, "info", async move {
+    exit_code(run_runtime(0, "info", LogFormat::Text, async move {
         cookiegate::demo::run(listen, shutdown_signal())
             .await
             .map_err(|e| anyhow::anyhow!(e).context("demo failed"))
@@ -124,7 +125,8 @@ fn demo(listen: Option<&str>) -> ExitCode {
 fn serve(cli: RunArgs, source: Source, config: Config) -> anyhow::Result<()> {
     let workers = config.server.workers;
     let level = config.log_level.clone();
-    run_runtime(workers, &level, async move {
+    let format = config.log.format;
+    run_runtime(workers, &level, format, async move {
         // Signal handlers first: from here on SIGHUP, SIGTERM and SIGINT no longer end the
         // process by their default action.
         let signals = Signals::new();
@@ -132,38 +134,73 @@ fn serve(cli: RunArgs, source: Source, config: Config) -> anyhow::Result<()> {
         let listener = cookiegate::server::bind(config.listen)
             .map_err(|e| anyhow::anyhow!(cookiegate::server::bind_error(config.listen, &e)))?;
         let addr = listener.local_addr()?;
+        // Metrics live as long as the process, across config reloads; their listener is
+        // bound before serving, so a taken port fails the start.
+        let metrics = match &config.metrics {
+            Some(settings) => {
+                let listener = cookiegate::server::bind(settings.listen).map_err(|e| {
+                    anyhow::anyhow!(cookiegate::server::bind_error(settings.listen, &e))
+                        .context("[metrics] listen")
+                })?;
+                Some((listener, Arc::new(Metrics::new())))
+            }
+            None => None,
+        };
         // Long-lived shared things are made here, once, and outlive every reload: the TLS
-        // listener's certificate among them (a reload installs the new files in it).
+        // listener's certificate (a reload installs the new files in it) and the metrics.
         let server_tls = config
             .tls
             .as_ref()
             .map(|tls| Arc::new(ServerTls::new(&tls.loaded)));
-        let lasting = Arc::new(match &server_tls {
+        let mut lasting = match &server_tls {
             Some(tls) => cookiegate::proxy::Lasting::with_tls(tls.clone()),
             None => cookiegate::proxy::Lasting::default(),
-        });
+        };
+        if let Some((_, metrics)) = &metrics {
+            lasting = lasting.with_metrics(metrics.clone());
+        }
         let state = Arc::new(
-            cookiegate::AppState::with_lasting(config, lasting)
+            cookiegate::AppState::with_lasting(config, Arc::new(lasting))
                 .map_err(|e| anyhow::anyhow!(e).context("cannot build the upstream client"))?,
         );
         let live = cookiegate::server::Live::new(state);
+        // The public listener's line comes first: tools (and tests) take the first `addr`.
         tracing::info!(%addr, tls = server_tls.is_some(), "cookiegate listening");
         let listener = match server_tls {
             Some(tls) => Listener::with_tls(listener, tls),
             None => Listener::from(listener),
         };
+        let (stop_metrics, stopped) = tokio::sync::watch::channel(false);
+        let mut metrics_task = None;
+        if let Some((listener, metrics)) = metrics {
+            tracing::info!(addr = %listener.local_addr()?, "metrics listening");
+            let mut stopped = stopped;
+            metrics_task = Some(tokio::spawn(cookiegate::telemetry::metrics::serve_metrics(
+                listener,
+                metrics,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            )));
+        }
         let (first_tx, first_rx) = tokio::sync::oneshot::channel::<()>();
         let shutdown = async move {
             let _ = first_rx.await;
         };
-        tokio::select! {
+        let served = tokio::select! {
             () = cookiegate::serve(listener, live.clone(), shutdown) => Ok(()),
             () = reload_on_hangup(hangups, &cli, &source, &live) => Ok(()),
             () = second_signal(signals, first_tx) => {
                 // The drain is abandoned: what is still in flight is cut.
                 Err(anyhow::anyhow!("a second signal cut the graceful shutdown short"))
             }
+        };
+        // Scrapes go on during the shutdown grace; the listener stops with the server.
+        let _ = stop_metrics.send(true);
+        if let Some(task) = metrics_task {
+            let _ = task.await;
         }
+        served
     })
 }
 
@@ -233,13 +270,14 @@ fn hangups() -> Option<Hangups> {
 fn run_runtime(
     workers: usize,
     level: &str,
+    format: LogFormat,
     main: impl std::future::Future<Output = anyhow::Result<()>>,
 ) -> anyhow::Result<()> {
     // Each proxied connection holds two descriptors (client and upstream); the usual soft limit
     // of 1024 would cap `server.max_connections` far below its default. Raise it to the hard
     // limit; if that fails, accept errors (EMFILE) are logged and retried.
     let _ = rlimit::increase_nofile_limit(u64::MAX);
-    cookiegate::telemetry::init(level)
+    cookiegate::telemetry::init(level, format)
         .map_err(|e| anyhow::anyhow!(e).context("cannot set up logging"))?;
     let runtime = if workers == 1 {
         tokio::runtime::Builder::new_current_thread()

@@ -27,8 +27,9 @@ use tokio::time::Instant;
 use crate::admission::{self, Admitted, AuthRequest, Facts, Forward};
 use crate::auth::oidc::Endpoint;
 use crate::config::Config;
-use crate::error::{self, Fault, ProxyError};
+use crate::error::{self, ProxyError};
 use crate::guard::framing::FramingWatch;
+use crate::telemetry::request_id::X_REQUEST_ID;
 use crate::trust::Proto;
 use body::{LimitedBody, Progress};
 use headers::UpstreamHeaders;
@@ -49,6 +50,9 @@ pub(crate) struct ConnInfo {
     pub upgraded: std::sync::atomic::AtomicBool,
     /// Requests of this connection whose response is not finished ([`InFlight`]).
     pub in_flight: AtomicUsize,
+    /// Set by the server when it closes what is left at the end of its shutdown grace: a
+    /// stream cut then was cut by the shutdown, not by its client.
+    pub closing: Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ConnInfo {
@@ -69,6 +73,13 @@ impl ConnInfo {
 /// A request being answered; see [`ConnInfo::begin`].
 #[derive(Debug)]
 pub(crate) struct InFlight(Arc<ConnInfo>);
+
+impl InFlight {
+    /// Whether the server is closing its connections (shutdown).
+    pub(crate) fn is_closing(&self) -> bool {
+        self.0.closing.load(Ordering::Relaxed)
+    }
+}
 
 impl Drop for InFlight {
     fn drop(&mut self) {
@@ -92,34 +103,37 @@ pub(crate) async fn handle(
     drop(live);
     let start = Instant::now();
     let version = req.version();
-    let mut log = AccessLog::begin(req.method(), req.uri().path(), start);
-    let res = match proxy(&state, &conn, req, &mut log).await {
+    let request_id = state.request_ids.for_request(
+        req.headers(),
+        conn.peer,
+        &state.config.server.trusted_proxies,
+    );
+    let mut log = AccessLog::begin(
+        req.method(),
+        req.uri().path(),
+        start,
+        &request_id,
+        state.config.log.access,
+        state.observer.as_ref(),
+    );
+    let mut seen = Seen::default();
+    let method = req.method().clone();
+    let mut res = match proxy(&state, &conn, req, &request_id, &mut log, &mut seen).await {
         Ok(res) => res,
         Err(err) => {
-            let route = log.as_ref().and_then(AccessLog::route);
-            let route = route.as_deref().unwrap_or("-");
-            match err.fault() {
-                Fault::Client => tracing::debug!(
-                    route,
-                    status = err.status().as_u16(),
-                    error = %err,
-                    detail = err.detail(),
-                    "request refused"
-                ),
-                Fault::Upstream => tracing::warn!(
-                    route,
-                    status = err.status().as_u16(),
-                    error = %err,
-                    cause = %SourceChain(&err),
-                    "upstream failed"
-                ),
-                Fault::Internal => tracing::error!(
-                    route,
-                    status = err.status().as_u16(),
-                    error = %err,
-                    detail = err.detail(),
-                    "internal error"
-                ),
+            crate::telemetry::log_failure(
+                &err,
+                &crate::telemetry::Failed {
+                    config: &state.config,
+                    request_id: &request_id,
+                    method: &method,
+                    route: seen.route,
+                    path: seen.path.as_deref(),
+                    origin: seen.origin.as_ref(),
+                },
+            );
+            if let Some(observer) = &state.observer {
+                crate::telemetry::count_failure(observer, &err, seen.route);
             }
             if let Some(log) = &mut log {
                 log.set_status(err.status());
@@ -128,14 +142,28 @@ pub(crate) async fn handle(
             Response::from_parts(parts, ResponseBody::fixed(bytes, log))
         }
     };
+    res.headers_mut().insert(&X_REQUEST_ID, request_id);
     Ok(res.map(|body| body.holding(in_flight)))
 }
 
-async fn proxy(
-    state: &Arc<AppState>,
+/// What the log line of a failed request needs that the request itself took with it.
+#[derive(Debug, Default)]
+struct Seen<'c> {
+    /// The route it matched (or would have, when refused before routing ended).
+    route: Option<&'c crate::routing::Route>,
+    /// Its path (no query), for refusals and upstream failures.
+    path: Option<Box<str>>,
+    /// Its `Origin`, for CSRF and WebSocket origin refusals.
+    origin: Option<HeaderValue>,
+}
+
+async fn proxy<'c>(
+    state: &'c Arc<AppState>,
     conn: &ConnInfo,
     req: Request<Incoming>,
-    log: &mut Option<AccessLog>,
+    request_id: &HeaderValue,
+    log: &mut Option<Box<AccessLog>>,
+    seen: &mut Seen<'c>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
     // Counted first, once per HTTP/1 request whatever its fate, so the count stays in step
@@ -156,24 +184,31 @@ async fn proxy(
         },
     };
     let forward = match admission::admit(config, &state.guards, &facts) {
-        // Probes stay out of the access log: they would drown it.
+        // Probes stay out of the access log and the metrics: they would drown them.
         Ok(Admitted::Health) => {
             if let Some(log) = log.take() {
-                log.discard();
+                log.skip();
             }
             return Ok(fixed(error::health()));
         }
         Ok(Admitted::Ready) => {
             if let Some(log) = log.take() {
-                log.discard();
+                log.skip();
             }
             return Ok(fixed(error::readiness(state.not_ready())));
         }
-        Ok(Admitted::Auth(auth)) => return token_endpoint(state, auth, req, log).await,
+        Ok(Admitted::Auth(auth)) => {
+            if let Some(log) = log {
+                log.set_auth();
+            }
+            seen.path = Some(req.uri().path().into());
+            return token_endpoint(state, auth, req, log).await;
+        }
         Ok(Admitted::Forward(forward)) => {
             if let Some(log) = log {
-                log.set_route(forward.route.prefix.shared());
+                log.set_route(forward.route);
             }
+            seen.route = Some(forward.route);
             forward
         }
         Err(err) => {
@@ -184,15 +219,32 @@ async fn proxy(
                 .session
                 .as_ref()
                 .is_some_and(|s| Endpoint::find(path, s).is_some());
-            if let (Some(log), Some((route, _)), false) = (log, config.routes.find(path), is_auth) {
-                log.set_route(route.prefix.shared());
+            match (config.routes.find(path), is_auth) {
+                (_, true) => {
+                    if let Some(log) = log {
+                        log.set_auth();
+                    }
+                }
+                (Some((route, _)), false) => {
+                    if let Some(log) = log {
+                        log.set_route(route);
+                    }
+                    seen.route = Some(route);
+                }
+                (None, false) => {}
             }
+            seen.path = Some(path.into());
+            seen.origin = req.headers().get(http::header::ORIGIN).cloned();
             return Err(err);
         }
     };
     if forward.websocket.is_some() {
+        seen.path = Some(req.uri().path().into());
         // Boxed: the handshake's own state stays out of every plain request's future.
-        return Box::pin(websocket_forward(state, conn, req, forward, log)).await;
+        return Box::pin(websocket_forward(
+            state, conn, req, forward, request_id, log,
+        ))
+        .await;
     }
     let mut forward = forward;
     let route = forward.route;
@@ -210,15 +262,20 @@ async fn proxy(
             proto: forward.client.proto.as_str(),
             websocket: false,
         },
-    );
+    )
+    // The request's id goes upstream in place of whatever the client sent.
+    .with_request_id(request_id.clone());
     let progress = (!http_body::Body::is_end_stream(&incoming)).then(Progress::default);
+    if let Some(log) = log {
+        log.set_received(progress.as_ref());
+    }
     let body = LimitedBody::new(
         incoming,
         route.max_body.as_u64(),
         config.server.idle_timeout,
         progress.clone(),
     );
-    let res = forward::send(
+    let res = match forward::send(
         &state.client,
         forward::Outgoing {
             method: &parts.method,
@@ -231,8 +288,22 @@ async fn proxy(
         config.server.upstream_timeout,
         progress,
     )
-    .await?;
-    Ok(relay_answer(res, session_cookies, route, config, log))
+    .await
+    {
+        Ok(res) => res,
+        Err(err) => {
+            seen.path = Some(parts.uri.path().into());
+            return Err(err);
+        }
+    };
+    Ok(relay_answer(
+        res,
+        session_cookies,
+        route,
+        config,
+        request_id,
+        log,
+    ))
 }
 
 /// An upstream's answer as the client gets it: hop-by-hop and internal fields off, a refreshed
@@ -242,7 +313,8 @@ fn relay_answer(
     session_cookies: Vec<HeaderValue>,
     route: &crate::routing::Route,
     config: &Config,
-    log: &mut Option<AccessLog>,
+    request_id: &HeaderValue,
+    log: &mut Option<Box<AccessLog>>,
 ) -> Response<ResponseBody> {
     let (mut parts, body) = res.into_parts();
     headers::to_client(&mut parts.headers);
@@ -250,18 +322,31 @@ fn relay_answer(
         parts.headers.append(http::header::SET_COOKIE, cookie);
     }
     parts.version = Version::HTTP_11;
+    let mut metrics = None;
     if let Some(log) = log {
         log.set_status(parts.status);
+        metrics = log.route_metrics().cloned();
+        if metrics.is_some() && is_event_stream(&parts.headers) {
+            log.set_sse();
+        }
     }
+    let origin = relay::Origin {
+        route: route.prefix.shared(),
+        upstream: route.upstream.authority().clone(),
+        request_id: request_id.clone(),
+        metrics,
+    };
     Response::from_parts(
         parts,
-        ResponseBody::upstream(
-            body,
-            route.prefix.shared(),
-            config.server.idle_timeout,
-            log.take(),
-        ),
+        ResponseBody::upstream(body, origin, config.server.idle_timeout, log.take()),
     )
+}
+
+/// Whether an answer is a Server-Sent Events stream (`text/event-stream`).
+fn is_event_stream(headers: &http::HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"))
 }
 
 /// The bearer for an admitted request, and the `Set-Cookie` values of a refreshed session: on
@@ -298,7 +383,8 @@ async fn websocket_forward(
     conn: &ConnInfo,
     mut req: Request<Incoming>,
     mut forward: Forward<'_>,
-    log: &mut Option<AccessLog>,
+    request_id: &HeaderValue,
+    log: &mut Option<Box<AccessLog>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let config = &state.config;
     let route = forward.route;
@@ -333,7 +419,9 @@ async fn websocket_forward(
             proto: forward.client.proto.as_str(),
             websocket: true,
         },
-    );
+    )
+    // The request's id goes upstream in place of whatever the client sent.
+    .with_request_id(request_id.clone());
     let websocket_key = parts.headers.get("sec-websocket-key").cloned();
     let body = LimitedBody::new(
         incoming,
@@ -358,7 +446,14 @@ async fn websocket_forward(
 
     if res.status() != StatusCode::SWITCHING_PROTOCOLS {
         // The upstream refused the socket: its answer goes to the client as any answer does.
-        return Ok(relay_answer(res, session_cookies, route, config, log));
+        return Ok(relay_answer(
+            res,
+            session_cookies,
+            route,
+            config,
+            request_id,
+            log,
+        ));
     }
     let (mut parts, body) = res.into_parts();
     if !websocket::is_valid_switch(websocket_key.as_ref(), &parts.headers) {
@@ -378,10 +473,15 @@ async fn websocket_forward(
     }
     conn.upgraded
         .store(true, std::sync::atomic::Ordering::Relaxed);
-    // The socket logs its own line when it closes; the handshake's is dropped.
-    let path = log.take().map_or_else(String::new, AccessLog::replace);
+    // The socket logs its own line when it closes; the handshake's is dropped (and counted).
+    let logged = log.as_ref().is_some_and(|l| l.writes());
+    let path = log.take().map_or_else(String::new, |l| l.replace());
     let state = state.clone();
     let route_prefix = route.prefix.shared();
+    let request_id = request_id.clone();
+    let open = state
+        .metrics()
+        .map(|m| m.stream_opened(crate::telemetry::metrics::StreamKind::WebSocket));
     // Detached: the socket lives past this request; `Sockets` counts it, and shutdown closes
     // it after the grace period.
     tokio::spawn(async move {
@@ -403,7 +503,10 @@ async fn websocket_forward(
             &mut moved,
         )
         .await;
-        websocket::log_close(&route_prefix, &path, started, &moved, ending);
+        drop(open);
+        if logged {
+            websocket::log_close(&request_id, &route_prefix, &path, started, &moved, ending);
+        }
     });
     parts.version = Version::HTTP_11;
     Ok(Response::from_parts(
@@ -417,7 +520,7 @@ async fn token_endpoint(
     state: &AppState,
     auth: AuthRequest,
     req: Request<Incoming>,
-    log: &mut Option<AccessLog>,
+    log: &mut Option<Box<AccessLog>>,
 ) -> Result<Response<ResponseBody>, ProxyError> {
     let Some(tokens) = &state.tokens else {
         return Err(ProxyError::Internal(
@@ -467,7 +570,7 @@ async fn token_endpoint(
     ))
 }
 
-/// An answer of cookiegate's own (the probes'), logged nowhere.
+/// An answer of cookiegate's own (the probes'), logged and counted nowhere.
 fn fixed(res: Response<bytes::Bytes>) -> Response<ResponseBody> {
     let (parts, bytes) = res.into_parts();
     Response::from_parts(parts, ResponseBody::fixed(bytes, None))

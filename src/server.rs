@@ -126,6 +126,7 @@ pub async fn serve(
     discover(&current, None, &mut discovery);
 
     let graceful = GracefulShutdown::new();
+    let closing = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let mut connections = JoinSet::new();
     let mut refusals = JoinSet::new();
     let mut sweep = tokio::time::interval(SWEEP_EVERY);
@@ -166,6 +167,9 @@ pub async fn serve(
                 max_connections,
                 "connection limit reached; refusing a connection"
             );
+            if let Some(metrics) = current.metrics() {
+                metrics.refused(crate::telemetry::metrics::Refusal::Limits);
+            }
             while refusals.try_join_next().is_some() {}
             if refusals.len() < MAX_REFUSALS_IN_FLIGHT {
                 let busy = ProxyError::TooManyConnections.to_http1_bytes();
@@ -180,13 +184,26 @@ pub async fn serve(
         let watcher = graceful.watcher();
         let live = live.clone();
         let tls = tls.clone();
+        let closing = closing.clone();
+        let metrics = current.metrics().cloned();
         connections.spawn(async move {
+            // Counted open from accept to close (metrics on).
+            let _open = metrics.as_ref().map(|m| m.connection_opened());
             let _ = stream.set_nodelay(true);
             let header_timeout = settings.header_timeout;
             match tls {
                 None => {
                     if first_bytes_arrive(&stream, header_timeout).await {
-                        serve_connection(stream, Proto::Http, peer, settings, live, watcher).await;
+                        serve_connection(
+                            stream,
+                            Proto::Http,
+                            peer,
+                            settings,
+                            live,
+                            closing,
+                            watcher,
+                        )
+                        .await;
                     }
                 }
                 // Boxed: the handshake's and rustls's state stay out of plain connections'
@@ -195,8 +212,16 @@ pub async fn serve(
                     Box::pin(async move {
                         if let Some(stream) = tls.handshake(stream, peer.ip(), header_timeout).await
                         {
-                            serve_connection(stream, Proto::Https, peer, settings, live, watcher)
-                                .await;
+                            serve_connection(
+                                stream,
+                                Proto::Https,
+                                peer,
+                                settings,
+                                live,
+                                closing,
+                                watcher,
+                            )
+                            .await;
                         }
                     })
                     .await;
@@ -229,6 +254,8 @@ pub async fn serve(
             "shutdown grace period over; closing the remaining connections"
         ),
     }
+    // What is cut from here on is cut by the shutdown (its access lines say so).
+    closing.store(true, std::sync::atomic::Ordering::Relaxed);
     sockets.close_all();
     // The sockets close at once; their tasks get a moment to log their lines.
     let _ = tokio::time::timeout(Duration::from_millis(500), sockets.all_closed()).await;
@@ -247,6 +274,7 @@ async fn serve_connection<S>(
     peer: std::net::SocketAddr,
     settings: Arc<ConnSettings>,
     live: Live,
+    closing: Arc<std::sync::atomic::AtomicBool>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -259,6 +287,7 @@ async fn serve_connection<S>(
         framing: framing.clone(),
         upgraded: std::sync::atomic::AtomicBool::new(false),
         in_flight: AtomicUsize::new(0),
+        closing,
     });
     let stream = Scanned {
         stream,

@@ -24,6 +24,7 @@ pub(crate) mod exchange;
 pub mod h1;
 pub(crate) mod pool;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -122,6 +123,42 @@ impl UpstreamClient {
     where
         B: Body<Data = Bytes> + Unpin,
     {
+        let connected = AtomicBool::new(false);
+        self.request_noting(
+            method,
+            uri,
+            fields,
+            declared_length,
+            upgrade,
+            body,
+            &connected,
+        )
+        .await
+    }
+
+    /// [`Self::request`], setting `connected` while the request has a connection (pooled or
+    /// new) and clearing it while one is being made, so a caller that gives up waiting can tell
+    /// a connect timeout from a response-head timeout.
+    ///
+    /// # Errors
+    /// As [`Self::request`].
+    #[expect(
+        clippy::too_many_arguments,
+        reason = "the request's parts, each used once; a struct would only rename them"
+    )]
+    pub(crate) async fn request_noting<'f, B>(
+        &self,
+        method: &Method,
+        uri: &Uri,
+        fields: impl IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
+        declared_length: bool,
+        upgrade: bool,
+        body: B,
+        connected: &AtomicBool,
+    ) -> Result<Response<UpstreamBody<B>>, UpstreamError<B::Error>>
+    where
+        B: Body<Data = Bytes> + Unpin,
+    {
         let upstream = self.pool.find(uri);
         let host = match upstream {
             Some(u) => u.host().clone(),
@@ -149,8 +186,12 @@ impl UpstreamClient {
             };
             let conn = match pooled {
                 Some(conn) => conn,
-                None => Pooled::fresh(self.connector.connect(uri).await?, upstream.cloned()),
+                None => {
+                    connected.store(false, Ordering::Relaxed);
+                    Pooled::fresh(self.connector.connect(uri).await?, upstream.cloned())
+                }
             };
+            connected.store(true, Ordering::Relaxed);
             let exchange = Exchange::new(
                 conn,
                 method.clone(),
@@ -185,6 +226,11 @@ impl UpstreamClient {
     /// Closes idle connections past their time or already closed by the upstream.
     pub(crate) fn sweep(&self) {
         self.pool.sweep();
+    }
+
+    /// Per upstream (`authority`): connections idle in the pool and lent to an exchange.
+    pub(crate) fn pool_counts(&self) -> Vec<(String, usize, usize)> {
+        self.pool.counts()
     }
 }
 

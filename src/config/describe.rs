@@ -28,6 +28,19 @@ impl Config {
             CsrfMode::Off => "off".to_string(),
         };
         let _ = writeln!(out, "csrf {csrf}");
+        let _ = writeln!(
+            out,
+            "log {} {}, access log {}",
+            self.log_level,
+            self.log.format.as_str(),
+            if self.log.access { "on" } else { "off" }
+        );
+        match &self.metrics {
+            Some(m) => {
+                let _ = writeln!(out, "metrics http://{}/metrics", m.listen);
+            }
+            None => out.push_str("metrics off\n"),
+        }
         match &self.rate_limit {
             Some(r) => {
                 let _ = writeln!(

@@ -43,6 +43,10 @@ pub const DEFAULT_PER_SECOND: u32 = 20;
 pub const DEFAULT_BURST: u32 = 40;
 /// Default log level when `RUST_LOG` is unset.
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+/// Default log format.
+pub const DEFAULT_LOG_FORMAT: &str = "text";
+/// Default address of the metrics listener, when `[metrics]` is present.
+pub const DEFAULT_METRICS_LISTEN: &str = "127.0.0.1:9464";
 /// Default name of the encrypted session cookie.
 pub const DEFAULT_SESSION_COOKIE: &str = "__Host-cookiegate";
 /// Default environment variable holding the session keys.
@@ -76,6 +80,8 @@ pub struct FileConfig {
     /// `[log]`.
     #[serde(default)]
     pub log: LogFile,
+    /// `[metrics]`; absent = no metrics.
+    pub metrics: Option<MetricsFile>,
     /// `[csrf]`.
     #[serde(default)]
     pub csrf: CsrfFile,
@@ -207,6 +213,18 @@ pub struct RateLimitFile {
 pub struct LogFile {
     /// A `tracing` filter such as `"info"` or `"cookiegate=debug"`; `RUST_LOG` wins when set.
     pub level: Option<String>,
+    /// `text` | `json` (one object per line).
+    pub format: Option<String>,
+    /// Write the access log (one line per request; health probes never).
+    pub access: Option<bool>,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsFile {
+    /// Address of the metrics listener (`GET /metrics`), never the public one.
+    pub listen: Option<String>,
 }
 
 /// One `[[routes]]` table.

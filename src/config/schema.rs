@@ -63,7 +63,12 @@ const SERVER: &[Field] = &[
     field("max_header_bytes", Kind::Str),
     field("trusted_proxies", Kind::Strings),
 ];
-const LOG: &[Field] = &[field("level", Kind::Str)];
+const LOG: &[Field] = &[
+    field("level", Kind::Str),
+    field("format", Kind::Str),
+    field("access", Kind::Bool),
+];
+const METRICS: &[Field] = &[field("listen", Kind::Str)];
 const CSRF: &[Field] = &[
     field("mode", Kind::Str),
     field("allowed_origins", Kind::Strings),
@@ -125,6 +130,7 @@ pub(super) const ROOT: &[Field] = &[
     field("oidc", Kind::Table(OIDC)),
     field("websocket", Kind::Table(WEBSOCKET)),
     field("tls", Kind::Table(TLS)),
+    field("metrics", Kind::Table(METRICS)),
 ];
 
 /// A file's table with every unknown key and wrong-typed value taken out, and the problems

@@ -47,6 +47,11 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
     if let Err(e) = tracing_subscriber::EnvFilter::try_new(&log_level) {
         problems.push(format!("log.level: `{log_level}` is not a log filter: {e}"));
     }
+    let log = validate_log(&file.log, &mut problems);
+    let metrics = match &file.metrics {
+        Some(m) => validate_metrics(m, listen, &mut problems).map(Some),
+        None => Some(None),
+    };
 
     if file.routes.is_empty() {
         problems.push("routes: at least one [[routes]] table is needed".into());
@@ -108,6 +113,8 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         Some(session),
         Some(websocket),
         Some(tls),
+        Some(log),
+        Some(metrics),
     ) = (
         problems.is_empty(),
         listen,
@@ -117,6 +124,8 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         session,
         websocket,
         tls,
+        log,
+        metrics,
     )
     else {
         return Err(ConfigError::Invalid(problems));
@@ -127,6 +136,8 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         csrf,
         rate_limit,
         log_level,
+        log,
+        metrics,
         routes: RouteTable::new(routes),
         session,
         websocket,
@@ -170,6 +181,51 @@ fn validate_tls(t: &TlsFile, problems: &mut Vec<String>) -> Option<TlsSettings> 
             None
         }
     }
+}
+
+/// `[log]` beyond its level: the format and the access log.
+fn validate_log(l: &file::LogFile, problems: &mut Vec<String>) -> Option<super::LogSettings> {
+    let format = match l.format.as_deref().unwrap_or(file::DEFAULT_LOG_FORMAT) {
+        "text" => super::LogFormat::Text,
+        "json" => super::LogFormat::Json,
+        other => {
+            problems.push(format!(
+                "log.format: `{other}` must be \"text\" or \"json\""
+            ));
+            return None;
+        }
+    };
+    Some(super::LogSettings {
+        format,
+        access: l.access.unwrap_or(true),
+    })
+}
+
+/// `[metrics]`: an address of its own, never the public listener's (metrics are for the
+/// operator's scraper, not for browsers).
+fn validate_metrics(
+    m: &file::MetricsFile,
+    public: Option<SocketAddr>,
+    problems: &mut Vec<String>,
+) -> Option<super::MetricsSettings> {
+    let text = m.listen.as_deref().unwrap_or(file::DEFAULT_METRICS_LISTEN);
+    let Ok(listen) = text.parse::<SocketAddr>() else {
+        problems.push(format!(
+            "metrics.listen: `{text}` must be an IP address and port, like \"127.0.0.1:9464\""
+        ));
+        return None;
+    };
+    if public.is_some_and(|p| {
+        p.port() == listen.port()
+            && listen.port() != 0
+            && (p.ip() == listen.ip() || p.ip().is_unspecified() || listen.ip().is_unspecified())
+    }) {
+        problems.push(format!(
+            "metrics.listen: `{listen}` is the public listener's address; metrics need a listener of their own"
+        ));
+        return None;
+    }
+    Some(super::MetricsSettings { listen })
 }
 
 /// Keeps a value, or records its problem under `place`.

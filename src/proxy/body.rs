@@ -9,7 +9,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -75,19 +75,34 @@ impl IdleTimer {
 }
 
 /// Shared flag that a request body set each time a frame went upstream; the wait for the
-/// response head restarts its clock while it is set (see `proxy::forward`).
+/// response head restarts its clock while it is set (see `proxy::forward`). It also counts the
+/// body's bytes, for the metrics.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct Progress(Arc<AtomicBool>);
+pub(crate) struct Progress(Arc<ProgressCells>);
+
+#[derive(Debug, Default)]
+pub(crate) struct ProgressCells {
+    moved: AtomicBool,
+    bytes: AtomicU64,
+}
 
 impl Progress {
-    /// Marks progress.
-    pub(crate) fn mark(&self) {
-        self.0.store(true, Ordering::Relaxed);
+    /// Marks progress: `len` more bytes went by.
+    pub(crate) fn mark(&self, len: u64) {
+        self.0.moved.store(true, Ordering::Relaxed);
+        if len > 0 {
+            self.0.bytes.fetch_add(len, Ordering::Relaxed);
+        }
     }
 
     /// Whether there was progress since the last call.
     pub(crate) fn take(&self) -> bool {
-        self.0.swap(false, Ordering::Relaxed)
+        self.0.moved.swap(false, Ordering::Relaxed)
+    }
+
+    /// The body bytes that went by so far.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.0.bytes.load(Ordering::Relaxed)
     }
 }
 
@@ -131,8 +146,9 @@ where
         let this = self.project();
         match this.inner.poll_frame(cx) {
             Poll::Ready(Some(Ok(frame))) => {
+                let mut len = 0;
                 if let Some(data) = frame.data_ref() {
-                    let len = data.len() as u64;
+                    len = data.len() as u64;
                     if len > *this.remaining {
                         *this.remaining = 0;
                         return Poll::Ready(Some(Err(BodyError::TooLarge)));
@@ -141,7 +157,7 @@ where
                 }
                 this.idle.mark_active();
                 if let Some(progress) = this.progress {
-                    progress.mark();
+                    progress.mark(len);
                 }
                 Poll::Ready(Some(Ok(frame)))
             }

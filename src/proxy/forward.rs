@@ -1,6 +1,7 @@
 //! Sending an admitted request upstream through the [`UpstreamClient`], and the wait for the
 //! response head, with our body limits told apart from the upstream's failures by type.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use http::header::{HeaderName, HeaderValue};
@@ -9,7 +10,7 @@ use http::{Method, Response, Uri};
 use hyper::body::Incoming;
 
 use super::body::{BodyError, LimitedBody, Progress};
-use crate::error::{BoxError, ProxyError};
+use crate::error::{BoxError, ProxyError, TimeoutStage};
 use crate::routing::RouteTable;
 use crate::upstream::{UpstreamBody, UpstreamClient, UpstreamError};
 
@@ -86,13 +87,15 @@ pub(crate) async fn send<'f, F>(
 where
     F: IntoIterator<Item = (&'f HeaderName, &'f HeaderValue)>,
 {
-    let response = client.request(
+    let connected = AtomicBool::new(false);
+    let response = client.request_noting(
         req.method,
         req.uri,
         req.fields,
         req.declared_length,
         req.upgrade,
         req.body,
+        &connected,
     );
     tokio::pin!(response);
     loop {
@@ -101,7 +104,13 @@ where
             Ok(Err(err)) => return Err(classify(err)),
             Err(_elapsed) => {
                 if !progress.as_ref().is_some_and(Progress::take) {
-                    return Err(ProxyError::UpstreamTimeout);
+                    return Err(ProxyError::UpstreamTimeout(
+                        if connected.load(Ordering::Relaxed) {
+                            TimeoutStage::Head
+                        } else {
+                            TimeoutStage::Connect
+                        },
+                    ));
                 }
             }
         }

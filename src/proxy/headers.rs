@@ -29,6 +29,8 @@ static CLIENT_FORWARDING: [HeaderName; 5] = [
 /// `x-accel-buffering: no` tells an nginx in front not to buffer an event stream.
 static X_ACCEL_BUFFERING: HeaderName = HeaderName::from_static("x-accel-buffering");
 
+use crate::telemetry::request_id::X_REQUEST_ID;
+
 /// What the upstream request's headers must say, decided by the route and the session.
 #[derive(Debug)]
 pub struct UpstreamHeaders<'a> {
@@ -78,6 +80,7 @@ pub fn upstream_fields(headers: &mut HeaderMap, policy: UpstreamHeaders<'_>) -> 
             proto: HeaderValue::from_static(policy.proto),
             host,
             forwarded,
+            request_id: None,
         },
     }
 }
@@ -96,6 +99,13 @@ pub struct UpstreamFields {
 }
 
 impl UpstreamFields {
+    /// Sends `id` as the request's `X-Request-Id`, in place of any the client sent.
+    #[must_use]
+    pub fn with_request_id(mut self, id: HeaderValue) -> Self {
+        self.added.request_id = Some(id);
+        self
+    }
+
     /// Whether a client field of this name goes upstream.
     pub fn keeps(&self, name: &HeaderName) -> bool {
         let text = name.as_str();
@@ -107,6 +117,7 @@ impl UpstreamFields {
             // `Expect: 100-continue` is answered by our own HTTP server; the upstream gets the
             // body as soon as it arrives.
             || matches!(text, "host" | "expect")
+            || (text == "x-request-id" && self.added.request_id.is_some())
             || (text == "cookie" && !self.forward_cookies)
             || (text == "authorization" && self.drop_authorization))
     }
@@ -134,12 +145,13 @@ pub struct AddedFields {
     proto: HeaderValue,
     host: Option<HeaderValue>,
     forwarded: Option<HeaderValue>,
+    request_id: Option<HeaderValue>,
 }
 
 impl AddedFields {
     /// The fields, in the order they are written: `Connection` (a WebSocket handshake only),
     /// `Authorization`, `X-Forwarded-For`, `X-Real-IP`, `X-Forwarded-Proto`, `X-Forwarded-Host`,
-    /// `Forwarded`.
+    /// `Forwarded`, `X-Request-Id` (when set, [`UpstreamFields::with_request_id`]).
     pub fn iter(&self) -> impl Iterator<Item = (&HeaderName, &HeaderValue)> {
         [
             (&header::CONNECTION, self.connection.as_ref()),
@@ -149,6 +161,7 @@ impl AddedFields {
             (&CLIENT_FORWARDING[3], Some(&self.proto)),
             (&CLIENT_FORWARDING[2], self.host.as_ref()),
             (&header::FORWARDED, self.forwarded.as_ref()),
+            (&X_REQUEST_ID, self.request_id.as_ref()),
         ]
         .into_iter()
         .filter_map(|(name, value)| value.map(|v| (name, v)))
@@ -480,6 +493,20 @@ mod tests {
             headers.get_all("x-request-id").iter().collect::<Vec<_>>(),
             ["r1", "r2"]
         );
+    }
+
+    #[test]
+    fn the_request_id_replaces_every_one_the_client_sent() {
+        let mut headers = map(&[("x-request-id", "spoofed"), ("x-request-id", "twice")]);
+        let ip = ip_header_value("127.0.0.1".parse().unwrap());
+        let fields = upstream_fields(&mut headers, policy(&ip, None))
+            .with_request_id(HeaderValue::from_static("ours"));
+        let sent: Vec<_> = fields
+            .iter(&headers)
+            .filter(|(name, _)| *name == "x-request-id")
+            .map(|(_, value)| value.clone())
+            .collect();
+        assert_eq!(sent, ["ours"]);
     }
 
     #[test]

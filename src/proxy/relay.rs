@@ -20,19 +20,23 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use http::header::HeaderValue;
 use http::{Method, StatusCode};
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::Instant;
 
-use super::body::{BodyError, LimitedBody};
+use super::body::{BodyError, LimitedBody, Progress};
 use super::forward::AnswerBody;
 use super::{InFlight, SourceChain};
+use crate::telemetry::metrics::{
+    Observer, OpenGuard, RouteMetrics, StreamKind, UpstreamFailure, method_class,
+};
 
 /// The body of every response cookiegate sends: an upstream stream or a small fixed answer.
 #[derive(Debug)]
 pub(crate) struct ResponseBody {
     kind: Kind,
-    log: Option<AccessLog>,
+    log: Option<Box<AccessLog>>,
     /// Dropped with the body, when hyper is done with it: the exchange is over.
     in_flight: Option<InFlight>,
 }
@@ -48,17 +52,31 @@ struct Upstream {
     /// The same wrapper as request bodies get, for its idle timer; responses have no size
     /// limit.
     body: LimitedBody<AnswerBody>,
-    /// The route's prefix, for the log line of a failure.
-    route: Arc<str>,
+    /// Who failed, for the log line of a failure.
+    origin: Origin,
     /// A failure held back for one poll, so hyper flushes what it has first.
     failed: Option<BodyError>,
 }
 
+/// Where an upstream answer comes from: what its failure line names.
+#[derive(Debug)]
+pub(crate) struct Origin {
+    /// The route's prefix.
+    pub(crate) route: Arc<str>,
+    /// The upstream's authority.
+    pub(crate) upstream: http::uri::Authority,
+    /// The request's id.
+    pub(crate) request_id: HeaderValue,
+    /// The route's metrics, when on.
+    pub(crate) metrics: Option<Arc<RouteMetrics>>,
+}
+
 impl ResponseBody {
     /// A fixed body (errors, health).
-    pub(crate) fn fixed(bytes: Bytes, mut log: Option<AccessLog>) -> Self {
+    pub(crate) fn fixed(bytes: Bytes, mut log: Option<Box<AccessLog>>) -> Self {
         let bytes = (!bytes.is_empty()).then_some(bytes);
         if let Some(log) = &mut log {
+            log.head_ready();
             // Held in memory: it is sent whole unless the connection dies first.
             log.bytes = bytes.as_ref().map_or(0, |b| b.len() as u64);
             log.complete = true;
@@ -70,21 +88,22 @@ impl ResponseBody {
         }
     }
 
-    /// The upstream's body on `route`, closed after `idle` of silence.
+    /// The upstream's body from `origin`, closed after `idle` of silence.
     pub(crate) fn upstream(
         body: AnswerBody,
-        route: Arc<str>,
+        origin: Origin,
         idle: Duration,
-        mut log: Option<AccessLog>,
+        mut log: Option<Box<AccessLog>>,
     ) -> Self {
         if let Some(log) = &mut log {
+            log.head_ready();
             // HEAD, 204 and 304 answers have no body for hyper to poll.
             log.complete = body.is_end_stream();
         }
         Self {
             kind: Kind::Upstream(Upstream {
                 body: LimitedBody::new(body, u64::MAX, idle, None),
-                route,
+                origin,
                 failed: None,
             }),
             log,
@@ -108,6 +127,32 @@ impl ResponseBody {
     }
 }
 
+impl Drop for ResponseBody {
+    fn drop(&mut self) {
+        // Dropped unfinished because the server is closing its connections, not because the
+        // client went away: the log says so.
+        if let (Some(log), Some(in_flight)) = (&mut self.log, &self.in_flight) {
+            if !log.complete && in_flight.is_closing() {
+                log.shutdown = true;
+            }
+        }
+    }
+}
+
+/// The kind of a mid-body failure, for the metrics.
+fn mid_body_failure(err: &BodyError) -> UpstreamFailure {
+    match err {
+        BodyError::Idle => UpstreamFailure::Timeout,
+        BodyError::Inner(inner) => {
+            match inner.downcast_ref::<crate::upstream::UpstreamError<BodyError>>() {
+                Some(crate::upstream::UpstreamError::Protocol(_)) => UpstreamFailure::Protocol,
+                _ => UpstreamFailure::Reset,
+            }
+        }
+        BodyError::TooLarge => UpstreamFailure::Protocol,
+    }
+}
+
 impl Body for ResponseBody {
     type Data = Bytes;
     type Error = BodyError;
@@ -126,12 +171,25 @@ impl Body for ResponseBody {
                 }
                 match Pin::new(&mut up.body).poll_frame(cx) {
                     Poll::Ready(Some(Err(err))) => {
+                        let kind = mid_body_failure(&err);
+                        let origin = &up.origin;
                         tracing::warn!(
-                            route = &*up.route,
+                            request_id = %origin.request_id.to_str().unwrap_or("-"),
+                            route = &*origin.route,
+                            upstream = origin.upstream.as_str(),
+                            kind = kind.as_str(),
                             error = %err,
                             cause = %SourceChain(&err),
-                            "upstream failed mid-body; the client's transfer is cut"
+                            "upstream failed mid-body; the client's transfer is cut{}",
+                            if kind == UpstreamFailure::Timeout {
+                                " (no body bytes within [server] idle_timeout)"
+                            } else {
+                                ""
+                            }
                         );
+                        if let Some(metrics) = &origin.metrics {
+                            metrics.upstream_failed(kind);
+                        }
                         if let Some(log) = &mut this.log {
                             log.failure = Some(match err {
                                 BodyError::Idle => "upstream body idle",
@@ -185,17 +243,31 @@ impl Body for ResponseBody {
     }
 }
 
-/// One access log line, written when the response body is done (or dropped, when the client
-/// went away), so it can give the bytes sent and the full duration.
+/// Which route's metrics a request counts in.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Slot {
+    /// It matched no route (yet).
+    None,
+    /// A token-handler endpoint.
+    Auth,
+    /// The route at this index (its place in the file).
+    Route(usize),
+}
+
+/// One request's record: its access log line and its metrics, written when the response body
+/// is done (or dropped, when the client went away), so they can give the bytes sent and the
+/// full duration.
 ///
-/// Fields are the method, the route's prefix, the path without its query (a query may hold
-/// secrets), the status, the body bytes sent and the time taken. Header values and cookies are
-/// never part of it.
+/// Fields are the request id, the method, the route's prefix, the path without its query (a
+/// query may hold secrets), the status, the body bytes sent and the time taken. Header values
+/// and cookies are never part of it.
 #[derive(Debug)]
 pub(crate) struct AccessLog {
     method: Method,
+    /// Empty when no line is written (metrics only).
     path: Box<str>,
     route: Option<Arc<str>>,
+    slot: Slot,
     status: u16,
     bytes: u64,
     start: Instant,
@@ -203,47 +275,126 @@ pub(crate) struct AccessLog {
     failure: Option<&'static str>,
     /// Another line replaces this one (a WebSocket logs its own when it closes).
     replaced: bool,
+    /// Whether the access line is written.
+    write: bool,
+    request_id: HeaderValue,
+    observer: Option<Arc<Observer>>,
+    /// The request body's byte count, when it has one.
+    received: Option<Progress>,
+    /// An open SSE stream, counted while this lives.
+    stream: Option<OpenGuard>,
+    /// The server shut down while the answer was still going.
+    shutdown: bool,
 }
 
 impl AccessLog {
-    /// Starts a log line if access logging is on (`cookiegate::access` at `info`); `None`
-    /// otherwise, so a disabled log costs nothing per request.
-    pub(crate) fn begin(method: &Method, path: &str, start: Instant) -> Option<Self> {
-        if !tracing::enabled!(target: "cookiegate::access", tracing::Level::INFO) {
+    /// Starts a record if the access log is on (`access`, and `cookiegate::access` enabled at
+    /// `info`) or metrics are (`observer`); `None` otherwise, so with both off a request
+    /// pays nothing for them.
+    pub(crate) fn begin(
+        method: &Method,
+        path: &str,
+        start: Instant,
+        request_id: &HeaderValue,
+        access: bool,
+        observer: Option<&Arc<Observer>>,
+    ) -> Option<Box<Self>> {
+        let write = access && tracing::enabled!(target: "cookiegate::access", tracing::Level::INFO);
+        if !write && observer.is_none() {
             return None;
         }
-        Some(Self {
+        // Boxed: the record rides in every response body, which moves several times on its
+        // way to hyper; a pointer moves cheaper than the whole record.
+        Some(Box::new(Self {
             method: method.clone(),
-            path: path.into(),
+            path: if write { path.into() } else { Box::default() },
             route: None,
+            slot: Slot::None,
             status: 0,
             bytes: 0,
             start,
             complete: false,
             failure: None,
             replaced: false,
-        })
+            write,
+            request_id: request_id.clone(),
+            observer: observer.cloned(),
+            received: None,
+            stream: None,
+            shutdown: false,
+        }))
     }
 
     /// Records the route the request matched.
-    pub(crate) fn set_route(&mut self, prefix: Arc<str>) {
-        self.route = Some(prefix);
+    pub(crate) fn set_route(&mut self, route: &crate::routing::Route) {
+        self.route = Some(route.prefix.shared());
+        self.slot = Slot::Route(route.index);
     }
 
-    /// Drops this line without writing it (another line takes its place); its path.
+    /// Records that the request went to a token-handler endpoint.
+    pub(crate) fn set_auth(&mut self) {
+        self.slot = Slot::Auth;
+    }
+
+    /// Counts the request body's bytes as it goes.
+    pub(crate) fn set_received(&mut self, progress: Option<&Progress>) {
+        if self.observer.is_some() {
+            self.received = progress.cloned();
+        }
+    }
+
+    /// Counts the answer as an open SSE stream while it lasts (metrics on).
+    pub(crate) fn set_sse(&mut self) {
+        if let Some(observer) = &self.observer {
+            self.stream = Some(observer.metrics().stream_opened(StreamKind::Sse));
+        }
+    }
+
+    /// Whether the access line is written.
+    pub(crate) fn writes(&self) -> bool {
+        self.write
+    }
+
+    /// Health probes: neither logged nor counted.
+    pub(crate) fn skip(mut self) {
+        self.replaced = true;
+    }
+
+    /// The route's metrics, when on.
+    pub(crate) fn route_metrics(&self) -> Option<&Arc<RouteMetrics>> {
+        let observer = self.observer.as_ref()?;
+        Some(match self.slot {
+            Slot::None => observer.none(),
+            Slot::Auth => observer.auth(),
+            Slot::Route(index) => observer.route(index),
+        })
+    }
+
+    /// The response head is ready: its time goes to the metrics.
+    fn head_ready(&self) {
+        if let Some(metrics) = self.route_metrics() {
+            metrics.head(self.start.elapsed());
+        }
+    }
+
+    /// Drops this line without writing it (another line takes its place); its path. The
+    /// request is still counted.
     pub(crate) fn replace(mut self) -> String {
         self.replaced = true;
+        self.count();
         self.path.to_string()
     }
 
-    /// Drops the line unwritten (health and readiness probes, which would drown the log).
-    pub(crate) fn discard(mut self) {
-        self.replaced = true;
-    }
-
-    /// The route the request matched, once known.
-    pub(crate) fn route(&self) -> Option<Arc<str>> {
-        self.route.clone()
+    fn count(&self) {
+        if let Some(metrics) = self.route_metrics() {
+            metrics.finished(
+                method_class(&self.method),
+                StatusCode::from_u16(self.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR),
+                self.start.elapsed(),
+                self.received.as_ref().map_or(0, Progress::bytes),
+                self.bytes,
+            );
+        }
     }
 
     /// Records the response status.
@@ -257,19 +408,26 @@ impl Drop for AccessLog {
         if self.replaced {
             return;
         }
-        let outcome = match (self.complete, self.failure) {
-            (true, _) => "complete",
-            (false, Some(why)) => why,
-            (false, None) => "client gone",
+        self.count();
+        if !self.write {
+            return;
+        }
+        let outcome = match (self.complete, self.failure, self.shutdown) {
+            (true, _, _) => "complete",
+            (false, Some(why), _) => why,
+            (false, None, true) => "shutdown",
+            (false, None, false) => "client gone",
         };
         tracing::info!(
             target: "cookiegate::access",
+            request_id = %self.request_id.to_str().unwrap_or("-"),
             method = %self.method,
             route = self.route.as_deref().unwrap_or("-"),
             path = &*self.path,
             status = self.status,
             bytes = self.bytes,
-            elapsed_ms = %format_args!("{:.3}", self.start.elapsed().as_secs_f64() * 1000.0),
+            // A number (a JSON number in JSON lines), in milliseconds to the microsecond.
+            elapsed_ms = (self.start.elapsed().as_secs_f64() * 1e6).round() / 1e3,
             outcome,
         );
     }

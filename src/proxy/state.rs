@@ -41,6 +41,8 @@ use crate::error::BoxError;
 use crate::guard::Guards;
 use crate::proxy::forward;
 use crate::proxy::websocket::Sockets;
+use crate::telemetry::metrics::{Metrics, Observer};
+use crate::telemetry::request_id::RequestIds;
 use crate::upstream::UpstreamClient;
 
 /// What outlives every config: built once by whoever runs the server, and handed from each
@@ -59,9 +61,19 @@ pub struct Lasting {
     /// The TLS listener's certificate, when `[tls]` is configured: a reload installs the new
     /// config's files in it (turning TLS on or off takes a restart).
     pub(crate) tls: Option<Arc<crate::server::tls::ServerTls>>,
+    /// The metrics, when `[metrics]` is on: one registry for the process, whatever the
+    /// reloads (each state resolves its own routes' handles in it).
+    pub(crate) metrics: Option<Arc<Metrics>>,
 }
 
 impl Lasting {
+    /// The same, counting in `metrics`.
+    #[must_use]
+    pub fn with_metrics(mut self, metrics: Arc<Metrics>) -> Self {
+        self.metrics = Some(metrics);
+        self
+    }
+
     /// The long-lived parts of a server whose listener ends TLS with `tls`.
     pub fn with_tls(tls: Arc<crate::server::tls::ServerTls>) -> Self {
         Self {
@@ -95,6 +107,11 @@ pub struct AppState {
     pub(crate) tokens: Option<Arc<TokenHandler>>,
     /// What outlives this config.
     pub(crate) lasting: Arc<Lasting>,
+    /// Request ids: generated, or taken from a trusted proxy (the same generator across
+    /// reloads, so ids stay unique).
+    pub(crate) request_ids: Arc<RequestIds>,
+    /// This route table's metric handles, when `[metrics]` is on.
+    pub(crate) observer: Option<Arc<Observer>>,
 }
 
 impl AppState {
@@ -121,12 +138,20 @@ impl AppState {
                 None,
             ))
         });
+        let observer = lasting
+            .metrics
+            .as_ref()
+            .map(|metrics| Arc::new(metrics.for_routes(&config.routes, &client)));
         Ok(Self {
             config,
             client,
             guards,
             tokens,
             lasting,
+            request_ids: Arc::new(
+                RequestIds::new().map_err(|_| "the system random generator failed")?,
+            ),
+            observer,
         })
     }
 
@@ -163,13 +188,26 @@ impl AppState {
             ))),
             (_, None) => None,
         };
+        // The new route table's handles, in the same registry.
+        let observer = self
+            .lasting
+            .metrics
+            .as_ref()
+            .map(|metrics| Arc::new(metrics.for_routes(&config.routes, &client)));
         Ok(Self {
             config,
             client,
             guards,
             tokens,
             lasting: self.lasting.clone(),
+            request_ids: self.request_ids.clone(),
+            observer,
         })
+    }
+
+    /// The shared metrics, when on.
+    pub fn metrics(&self) -> Option<&Arc<Metrics>> {
+        self.observer.as_ref().map(|o| o.metrics())
     }
 
     /// Forgets what periodic upkeep forgets: refilled rate-limit buckets, idle upstream

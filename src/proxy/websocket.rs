@@ -420,9 +420,17 @@ where
 }
 
 /// The one access-log line of a socket, written when it closes.
-pub(crate) fn log_close(route: &str, path: &str, started: Instant, moved: &Moved, ending: Ending) {
+pub(crate) fn log_close(
+    request_id: &HeaderValue,
+    route: &str,
+    path: &str,
+    started: Instant,
+    moved: &Moved,
+    ending: Ending,
+) {
     tracing::info!(
         target: "cookiegate::access",
+        request_id = %request_id.to_str().unwrap_or("-"),
         kind = "websocket",
         route,
         path,

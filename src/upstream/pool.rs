@@ -11,6 +11,7 @@
 //! closed otherwise. The exchange never needs to know the pool.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -68,6 +69,8 @@ pub(crate) struct Upstream {
     /// `Host` for requests to it, built once.
     host: HeaderValue,
     idle: Mutex<VecDeque<Idle>>,
+    /// Connections lent to an exchange (the metrics' `active`).
+    lent: AtomicUsize,
 }
 
 impl std::fmt::Debug for Upstream {
@@ -104,6 +107,7 @@ impl Pool {
                 authority,
                 host,
                 idle: Mutex::new(VecDeque::new()),
+                lent: AtomicUsize::new(0),
             }));
         }
         Self { upstreams: list }
@@ -115,6 +119,21 @@ impl Pool {
         self.upstreams
             .iter()
             .find(|u| u.authority == *authority && u.scheme == *scheme)
+    }
+
+    /// Per upstream: its authority, its idle connections and its lent ones.
+    pub(crate) fn counts(&self) -> Vec<(String, usize, usize)> {
+        self.upstreams
+            .iter()
+            .map(|u| {
+                let idle = u.idle.lock().unwrap_or_else(|e| e.into_inner()).len();
+                (
+                    u.authority.to_string(),
+                    idle,
+                    u.lent.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
     }
 
     /// Closes idle connections past [`POOL_IDLE`] or already closed by the upstream.
@@ -151,7 +170,7 @@ impl Upstream {
             if conn.is_idle_alive() {
                 return Some(Pooled {
                     conn,
-                    home: Some(self.clone()),
+                    lent: Some(Lent::new(self.clone())),
                     reused: true,
                 });
             }
@@ -184,8 +203,26 @@ impl Upstream {
 #[derive(Debug)]
 pub(crate) struct Pooled {
     pub(super) conn: Conn,
-    home: Option<Arc<Upstream>>,
+    /// The home it returns to, counted as lent while this handle lives.
+    lent: Option<Lent>,
     reused: bool,
+}
+
+/// A connection of `home` lent out: counted in its `lent` until dropped.
+#[derive(Debug)]
+struct Lent(Arc<Upstream>);
+
+impl Lent {
+    fn new(home: Arc<Upstream>) -> Self {
+        home.lent.fetch_add(1, Ordering::Relaxed);
+        Self(home)
+    }
+}
+
+impl Drop for Lent {
+    fn drop(&mut self) {
+        self.0.lent.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Pooled {
@@ -194,7 +231,7 @@ impl Pooled {
     pub(crate) fn fresh(conn: Conn, home: Option<Arc<Upstream>>) -> Self {
         Self {
             conn,
-            home,
+            lent: home.map(Lent::new),
             reused: false,
         }
     }
@@ -211,8 +248,8 @@ impl Pooled {
             stray_bytes: self.conn.buf.len(),
             ..*end
         };
-        if let (true, Some(home)) = (is_reusable(&stray), &self.home) {
-            home.checkin(self.conn);
+        if let (true, Some(lent)) = (is_reusable(&stray), &self.lent) {
+            lent.0.checkin(self.conn);
         }
     }
 

@@ -400,6 +400,13 @@ impl Running {
                 .recv_timeout(Duration::from_secs(30))
                 .unwrap_or_else(|_| panic!("no listening line; log so far: {:#?}", running.log));
             running.log.push(line.clone());
+            // JSON lines (`[log] format = "json"`) carry it as a field.
+            if let Some(addr) = serde_json::from_str::<serde_json::Value>(&line)
+                .ok()
+                .and_then(|v| v["addr"].as_str().map(str::to_string))
+            {
+                break addr.parse().unwrap();
+            }
             if let Some(at) = line.find("addr=") {
                 let addr = line[at + 5..].split_whitespace().next().unwrap();
                 break addr.parse().unwrap();

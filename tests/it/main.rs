@@ -12,6 +12,8 @@ mod demo;
 mod errors;
 mod forwarding;
 mod harness;
+mod logs;
+mod metrics;
 mod oidc;
 mod oidc_mutation;
 mod rate_limit;

@@ -90,8 +90,14 @@ pub struct Gateway {
     pub tls: Option<Arc<cookiegate::server::tls::ServerTls>>,
     /// The running state, which [`Gateway::reload`] replaces.
     pub live: cookiegate::server::Live,
+    /// The metrics listener's address, when started with [`Gateway::start_with_metrics`].
+    pub metrics_addr: Option<SocketAddr>,
+    /// The metrics, when on.
+    pub metrics: Option<Arc<cookiegate::telemetry::metrics::Metrics>>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
+    metrics_stop: Option<oneshot::Sender<()>>,
+    metrics_task: Option<JoinHandle<()>>,
 }
 
 impl Gateway {
@@ -130,9 +136,56 @@ impl Gateway {
             addr,
             tls,
             live,
+            metrics_addr: None,
+            metrics: None,
             shutdown: Some(tx),
             task: Some(task),
+            metrics_stop: None,
+            metrics_task: None,
         }
+    }
+
+    /// Starts cookiegate with metrics on, their listener on another port 0.
+    pub async fn start_with_metrics(toml: &str) -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let metrics_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let mut config = cookiegate::Config::from_toml_str(toml).expect("test config is valid");
+        let addr = listener.local_addr().unwrap();
+        config.listen = addr;
+        let metrics = Arc::new(cookiegate::telemetry::metrics::Metrics::new());
+        let lasting = cookiegate::proxy::Lasting::default().with_metrics(metrics.clone());
+        let state =
+            Arc::new(cookiegate::AppState::with_lasting(config, Arc::new(lasting)).unwrap());
+        let live = cookiegate::server::Live::new(state);
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(cookiegate::serve(listener, live.clone(), async move {
+            let _ = rx.await;
+        }));
+        let metrics_addr = metrics_listener.local_addr().unwrap();
+        let (metrics_tx, metrics_rx) = oneshot::channel::<()>();
+        let metrics_task = tokio::spawn(cookiegate::telemetry::metrics::serve_metrics(
+            metrics_listener,
+            metrics.clone(),
+            async move {
+                let _ = metrics_rx.await;
+            },
+        ));
+        Self {
+            addr,
+            tls: None,
+            live,
+            metrics_addr: Some(metrics_addr),
+            metrics: Some(metrics),
+            shutdown: Some(tx),
+            task: Some(task),
+            metrics_stop: Some(metrics_tx),
+            metrics_task: Some(metrics_task),
+        }
+    }
+
+    /// The metrics listener's URL for `path`.
+    pub fn metrics_url(&self, path: &str) -> String {
+        format!("http://{}{}", self.metrics_addr.expect("metrics on"), path)
     }
 
     /// One route `/api/proxy` -> `upstream`, auth required, cookie `auth_token`.
@@ -169,6 +222,14 @@ impl Gateway {
                 .await
                 .expect("serve task panicked");
         }
+        if let Some(tx) = self.metrics_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = self.metrics_task.take() {
+            within("the metrics listener to stop", task)
+                .await
+                .expect("metrics task panicked");
+        }
     }
 }
 
@@ -178,6 +239,9 @@ impl Drop for Gateway {
     fn drop(&mut self) {
         if let Some(tx) = self.shutdown.take() {
             let _ = tx.send(());
+        }
+        if let Some(task) = self.metrics_task.take() {
+            task.abort();
         }
         if let Some(task) = self.task.take() {
             task.abort();
