@@ -37,6 +37,7 @@ pub mod guard;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod trust;
 pub mod upstream;

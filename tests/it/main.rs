@@ -18,6 +18,7 @@ mod rate_limit;
 mod secrets;
 mod shutdown;
 mod smoke;
+mod store;
 mod streaming;
 mod support;
 mod tls;

@@ -1,0 +1,419 @@
+//! State shared by every instance, on Valkey or Redis (`[store]`).
+//!
+//! One process keeps its rate-limit buckets, refresh locks and revocations in memory; several
+//! instances behind a load balancer must share them, or a limit of 20/s becomes 20/s per
+//! instance, two instances redeem the same rotating refresh token (and the IdP revokes the
+//! grant), and a logout reaches only the instance that received it. This module is the store's
+//! client, and every operation the proxy asks of it:
+//!
+//! - [`Store::rate_limit`]: one GCRA step in one atomic script, the same arithmetic as the
+//!   in-process limiter (`governor`: emission interval `t`, tolerance `t * (burst - 1)`), on the
+//!   store's clock (`TIME`), so instances with drifting clocks agree;
+//! - [`Store::try_lock`] / [`Store::unlock`]: a per-session lock (`SET NX PX`, released by a
+//!   compare-and-delete script, so a lock that expired and was taken by another instance is
+//!   never released by the first), and [`Store::put`] / [`Store::get`] for the result the
+//!   holder leaves for the others (the refresh's grace result);
+//! - [`Store::revoke`] / [`Store::revoked`]: the revocation list, each entry expiring with the
+//!   sessions it names.
+//!
+//! Keys. Every key starts with `key_prefix`; what names a session, a user or a client is a
+//! SHA-256 of it ([`Store::key`]), never a cookie value, a token or an IP in plain text. The
+//! part of a key between braces is its cluster hash tag: everything of one session (lock,
+//! grace result, stored tokens) lands in one hash slot.
+//!
+//! Failure. Every call is bounded by `timeout`; the client reconnects by itself
+//! (`ConnectionManager`, or the async cluster client, which also follows `MOVED`/`ASK`). A
+//! failure is a [`StoreError`], never a refusal of the user's session: callers answer 503 or
+//! fall back to per-process state (`on_failure`), and no caller clears a cookie because of it.
+
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, RedisError, Script, Value};
+
+/// Where the store is and how to talk to it (`[store]`, validated).
+#[derive(Clone)]
+pub struct StoreSettings {
+    /// One node (`redis://` or `rediss://`), or the seed nodes of a cluster.
+    pub urls: Vec<String>,
+    /// Whether `urls` are the nodes of a cluster.
+    pub cluster: bool,
+    /// The password, from the environment (`password_env`); `Debug` hides it.
+    pub password: Option<String>,
+    /// Prepended to every key.
+    pub key_prefix: String,
+    /// Per call; exceeded = a store failure.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for StoreSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoreSettings")
+            .field(
+                "urls",
+                &self.urls.iter().map(|u| redact_url(u)).collect::<Vec<_>>(),
+            )
+            .field("cluster", &self.cluster)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("key_prefix", &self.key_prefix)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// A store URL for logs and `Debug`: any `user:password@` part is replaced.
+pub fn redact_url(url: &str) -> String {
+    match (url.split_once("://"), url.rfind('@')) {
+        (Some((scheme, _)), Some(at)) => format!("{scheme}://<credentials>@{}", &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
+/// Why a store call failed. Its `Display` never holds a key or a value.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No answer within `timeout`.
+    #[error("the store did not answer in time")]
+    Timeout,
+    /// The connection failed or the store answered with an error.
+    #[error("store error: {0}")]
+    Failed(String),
+}
+
+impl From<redis::ParsingError> for StoreError {
+    fn from(err: redis::ParsingError) -> Self {
+        // Not its text: it may quote the value.
+        let _ = err;
+        Self::Failed("an answer of an unexpected type".into())
+    }
+}
+
+impl From<RedisError> for StoreError {
+    fn from(err: RedisError) -> Self {
+        if err.is_timeout() {
+            return Self::Timeout;
+        }
+        // The kind and the server's message; redis-rs errors carry no argument values.
+        Self::Failed(err.to_string())
+    }
+}
+
+/// A store call's outcome.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Clone)]
+enum Conn {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+/// The store's client: cheap to clone (one multiplexed connection per node, shared).
+#[derive(Clone)]
+pub struct Store {
+    conn: Conn,
+    prefix: String,
+    timeout: Duration,
+    gcra: Script,
+    unlock: Script,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("prefix", &self.prefix)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One GCRA step. KEYS[1]: the bucket (its theoretical arrival time, microseconds on the
+/// store's clock). ARGV[1]: the emission interval `t`, ARGV[2]: the tolerance `tau`, both in
+/// microseconds. Returns 0 when the request conforms (and records it), else how many
+/// microseconds until it would.
+const GCRA: &str = r"
+local now = redis.call('TIME')
+now = tonumber(now[1]) * 1000000 + tonumber(now[2])
+local t = tonumber(ARGV[1])
+local tau = tonumber(ARGV[2])
+local stored = redis.call('GET', KEYS[1])
+local tat = now
+if stored then tat = tonumber(stored) end
+local earliest = tat - tau
+if now < earliest then
+  return math.ceil(earliest - now)
+end
+if tat < now then tat = now end
+local nxt = tat + t
+redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - now) / 1000) + 1)
+return 0
+";
+
+/// Deletes KEYS[1] only if it still holds ARGV[1] (the holder's token).
+const UNLOCK: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+";
+
+impl Store {
+    /// Connects (the first connection is made here, so a wrong URL or password fails at
+    /// startup with its reason; later failures reconnect by themselves).
+    ///
+    /// # Errors
+    /// When the URL is invalid or the store cannot be reached within `timeout`.
+    pub async fn connect(settings: &StoreSettings) -> StoreResult<Self> {
+        let connect = async {
+            if settings.cluster {
+                let mut builder = redis::cluster::ClusterClient::builder(settings.urls.clone())
+                    .connection_timeout(settings.timeout)
+                    .response_timeout(settings.timeout);
+                if let Some(password) = &settings.password {
+                    builder = builder.password(password.clone());
+                }
+                let client = builder.build()?;
+                Ok::<_, StoreError>(Conn::Cluster(client.get_async_connection().await?))
+            } else {
+                let mut info = redis::IntoConnectionInfo::into_connection_info(
+                    settings.urls.first().map_or("", String::as_str),
+                )?;
+                if let Some(password) = &settings.password {
+                    let redis_settings = info.redis_settings().clone().set_password(password);
+                    info = info.set_redis_settings(redis_settings);
+                }
+                let client = redis::Client::open(info)?;
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(settings.timeout))
+                    .set_response_timeout(Some(settings.timeout))
+                    .set_max_delay(Duration::from_secs(2));
+                Ok(Conn::Single(
+                    ConnectionManager::new_with_config(client, config).await?,
+                ))
+            }
+        };
+        let conn = tokio::time::timeout(settings.timeout.max(Duration::from_secs(2)), connect)
+            .await
+            .map_err(|_| StoreError::Timeout)??;
+        Ok(Self {
+            conn,
+            prefix: settings.key_prefix.clone(),
+            timeout: settings.timeout,
+            gcra: Script::new(GCRA),
+            unlock: Script::new(UNLOCK),
+        })
+    }
+
+    /// The key for `kind` and the thing it names (a session id, a `sid`, a client key): the
+    /// prefix, the kind, and a SHA-256 of `name` (128 bits, hex) as the cluster hash tag.
+    pub fn key(&self, kind: &str, name: &[u8]) -> String {
+        key(&self.prefix, kind, name)
+    }
+
+    async fn query<T: redis::FromRedisValue>(&self, cmd: Cmd) -> StoreResult<T> {
+        let call = async {
+            let value: Value = match &self.conn {
+                Conn::Single(c) => c.clone().send_packed_command(&cmd).await?,
+                Conn::Cluster(c) => {
+                    redis::aio::ConnectionLike::req_packed_command(&mut c.clone(), &cmd).await?
+                }
+            };
+            Ok::<T, StoreError>(redis::from_redis_value(value)?)
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        script: &Script,
+        keys: &[&str],
+        args: &[&[u8]],
+    ) -> StoreResult<T> {
+        let mut invocation = script.prepare_invoke();
+        for key in keys {
+            invocation.key(*key);
+        }
+        for arg in args {
+            invocation.arg(*arg);
+        }
+        let call = async {
+            Ok::<T, StoreError>(match &self.conn {
+                Conn::Single(c) => invocation.invoke_async(&mut c.clone()).await?,
+                Conn::Cluster(c) => invocation.invoke_async(&mut c.clone()).await?,
+            })
+        };
+        tokio::time::timeout(self.timeout, call)
+            .await
+            .map_err(|_| StoreError::Timeout)?
+    }
+
+    /// One request against the bucket `key` allowing `burst` at once and one per `interval`
+    /// sustained: `Ok(None)` conforms (and is counted), `Ok(Some(wait))` is over the limit
+    /// until `wait` has passed.
+    ///
+    /// # Errors
+    /// A store failure (nothing was counted, or the answer was lost).
+    pub async fn rate_limit(
+        &self,
+        key: &str,
+        interval: Duration,
+        burst: u32,
+    ) -> StoreResult<Option<Duration>> {
+        let (t, tau) = gcra_params(interval, burst);
+        let wait: u64 = self
+            .script(
+                &self.gcra,
+                &[key],
+                &[t.to_string().as_bytes(), tau.to_string().as_bytes()],
+            )
+            .await?;
+        Ok((wait > 0).then(|| Duration::from_micros(wait)))
+    }
+
+    /// Takes the lock `key` for `ttl` with `token` (random, the holder's own): true when taken.
+    ///
+    /// # Errors
+    /// A store failure: the lock may or may not be held (it expires after `ttl` either way).
+    pub async fn try_lock(&self, key: &str, token: &[u8], ttl: Duration) -> StoreResult<bool> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(token).arg("NX").arg("PX").arg(millis(ttl));
+        let answer: Option<String> = self.query(cmd).await?;
+        Ok(answer.is_some())
+    }
+
+    /// Releases the lock `key` if `token` still holds it; true when it did.
+    ///
+    /// # Errors
+    /// A store failure (the lock then expires by itself).
+    pub async fn unlock(&self, key: &str, token: &[u8]) -> StoreResult<bool> {
+        let deleted: i64 = self.script(&self.unlock, &[key], &[token]).await?;
+        Ok(deleted == 1)
+    }
+
+    /// Stores `value` under `key` for `ttl`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn put(&self, key: &str, value: &[u8], ttl: Duration) -> StoreResult<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key).arg(value).arg("PX").arg(millis(ttl));
+        let _: Value = self.query(cmd).await?;
+        Ok(())
+    }
+
+    /// The value under `key`, if any.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn get(&self, key: &str) -> StoreResult<Option<Vec<u8>>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.query(cmd).await
+    }
+
+    /// Deletes `key`.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn delete(&self, key: &str) -> StoreResult<()> {
+        let mut cmd = redis::cmd("DEL");
+        cmd.arg(key);
+        let _: i64 = self.query(cmd).await?;
+        Ok(())
+    }
+
+    /// Records a revocation under `key` (from [`Store::key`]): `at` is when it happened (unix
+    /// seconds; sessions created later are not revoked by a `sid` or `sub` entry), kept until
+    /// `until` (unix seconds), when the sessions it names would have expired anyway.
+    ///
+    /// # Errors
+    /// A store failure: the revocation is not recorded, and the caller must say so.
+    pub async fn revoke(&self, key: &str, at: u64, until: u64) -> StoreResult<()> {
+        let mut cmd = redis::cmd("SET");
+        cmd.arg(key)
+            .arg(at)
+            .arg("EXAT")
+            .arg(until.max(at.saturating_add(1)));
+        let _: Value = self.query(cmd).await?;
+        Ok(())
+    }
+
+    /// When the revocation under `key` happened, if there is one.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn revoked(&self, key: &str) -> StoreResult<Option<u64>> {
+        let mut cmd = redis::cmd("GET");
+        cmd.arg(key);
+        self.query(cmd).await
+    }
+}
+
+/// `key_prefix` + `kind` + `:{` + hex of the first 128 bits of SHA-256(`name`) + `}`.
+fn key(prefix: &str, kind: &str, name: &[u8]) -> String {
+    use std::fmt::Write as _;
+    let digest = ring::digest::digest(&ring::digest::SHA256, name);
+    let mut key = String::with_capacity(prefix.len() + kind.len() + 35);
+    key.push_str(prefix);
+    key.push_str(kind);
+    key.push_str(":{");
+    for byte in &digest.as_ref()[..16] {
+        let _ = write!(key, "{byte:02x}");
+    }
+    key.push('}');
+    key
+}
+
+/// The GCRA parameters in microseconds: the emission interval `t` and the tolerance
+/// `tau = t * (burst - 1)`, as `governor` computes them.
+fn gcra_params(interval: Duration, burst: u32) -> (u64, u64) {
+    let t = u64::try_from(interval.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(1);
+    (t, t.saturating_mul(u64::from(burst.max(1) - 1)))
+}
+
+fn millis(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hash_what_they_name_and_tag_one_slot() {
+        let a = key("cookiegate:", "s", b"session-1");
+        assert!(a.starts_with("cookiegate:s:{") && a.ends_with('}'), "{a}");
+        assert_eq!(a.len(), "cookiegate:s:{".len() + 32 + 1);
+        assert!(!a.contains("session-1"));
+        assert_eq!(a, key("cookiegate:", "s", b"session-1"));
+        assert_ne!(a, key("cookiegate:", "s", b"session-2"));
+        assert_ne!(a, key("cookiegate:", "rv", b"session-1"));
+    }
+
+    #[test]
+    fn gcra_parameters_follow_governor() {
+        // 20/s with a burst of 40: one every 50 ms, 39 intervals of tolerance.
+        assert_eq!(
+            gcra_params(Duration::from_millis(50), 40),
+            (50_000, 50_000 * 39)
+        );
+        assert_eq!(gcra_params(Duration::from_millis(50), 1), (50_000, 0));
+        assert_eq!(gcra_params(Duration::ZERO, 0), (1, 0));
+    }
+
+    #[test]
+    fn urls_lose_their_credentials_for_display() {
+        assert_eq!(
+            redact_url("redis://user:secret@10.0.0.1:6379/0"),
+            "redis://<credentials>@10.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact_url("redis://127.0.0.1:6379"),
+            "redis://127.0.0.1:6379"
+        );
+    }
+}
