@@ -50,6 +50,19 @@ pub struct Config {
     pub session: Option<SessionSettings>,
     /// `[websocket]`: for routes with `websocket = true`.
     pub websocket: WebSocketSettings,
+    /// `[store]`, when instances share their state on Valkey/Redis.
+    pub store: Option<StoreConfig>,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Where the store is and how to talk to it.
+    pub settings: crate::store::StoreSettings,
+    /// What a request that needs the store gets while it fails.
+    pub on_failure: crate::store::OnFailure,
+    /// Where a session's tokens live.
+    pub sessions: crate::store::SessionStorage,
 }
 
 /// `[websocket]`, validated.

@@ -43,6 +43,8 @@ pub struct AppState {
     pub(crate) guards: Guards,
     /// The token handler, when `[session]` and `[oidc]` are configured.
     pub(crate) tokens: Option<TokenHandler>,
+    /// The state shared with other instances, when `[store]` is configured.
+    pub(crate) shared: Option<Arc<crate::store::SharedState>>,
 }
 
 impl AppState {
@@ -62,11 +64,16 @@ impl AppState {
             .session
             .clone()
             .map(|settings| TokenHandler::new(settings, config.server.upstream_timeout));
+        let shared = config
+            .store
+            .as_ref()
+            .map(|store| Arc::new(crate::store::SharedState::new(store)));
         Ok(Self {
             config,
             client,
             guards,
             tokens,
+            shared,
         })
     }
 
@@ -201,11 +208,15 @@ async fn proxy(
     };
     let forward = match admission::admit(config, &state.guards, &facts) {
         Ok(Admitted::Health) => return Ok(health(log.take())),
-        Ok(Admitted::Auth(auth)) => return token_endpoint(state, auth, req, log).await,
-        Ok(Admitted::Forward(forward)) => {
+        Ok(Admitted::Auth(mut auth)) => {
+            take_rate(state, auth.rate.take()).await?;
+            return token_endpoint(state, auth, req, log).await;
+        }
+        Ok(Admitted::Forward(mut forward)) => {
             if let Some(log) = log {
                 log.set_route(forward.route.prefix.shared());
             }
+            take_rate(state, forward.rate.take()).await?;
             forward
         }
         Err(err) => {
@@ -265,6 +276,34 @@ async fn proxy(
     )
     .await?;
     Ok(relay_answer(res, session_cookies, route, config, log))
+}
+
+/// The rate-limit step `admit` left to the shared store: one GCRA step there, or this
+/// instance's own limiter while the store fails and `on_failure = "open"`.
+async fn take_rate(
+    state: &AppState,
+    pending: Option<admission::RatePending>,
+) -> Result<(), ProxyError> {
+    let (Some(pending), Some(shared), Some(settings)) =
+        (pending, &state.shared, &state.config.rate_limit)
+    else {
+        return Ok(());
+    };
+    let interval = std::time::Duration::from_secs(1) / settings.per_second.get();
+    let answer = shared
+        .store
+        .rate_limit(&pending.store_key, interval, settings.burst.get())
+        .await;
+    match shared.settle("rate limit", answer)? {
+        Some(None) => Ok(()),
+        Some(Some(wait)) => Err(ProxyError::RateLimited(wait)),
+        None => match &state.guards.limiter {
+            Some(limiter) => limiter
+                .check(&pending.local)
+                .map_err(ProxyError::RateLimited),
+            None => Ok(()),
+        },
+    }
 }
 
 /// An upstream's answer as the client gets it: hop-by-hop and internal fields off, a refreshed

@@ -62,6 +62,102 @@ impl std::fmt::Debug for StoreSettings {
     }
 }
 
+/// What a request that needs the store gets while the store fails (`on_failure`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnFailure {
+    /// 503 JSON with `Retry-After`: no limit is bypassed, no revocation missed, no refresh
+    /// token redeemed twice. Routes that need nothing from the store keep working.
+    Closed,
+    /// Per-process state (the limiter, revocations and refresh flights of this instance),
+    /// logged once per incident: availability over the guarantees across instances.
+    Open,
+}
+
+impl OnFailure {
+    /// Parses `closed` or `open`.
+    ///
+    /// # Errors
+    /// A message for the config problem list.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "closed" => Ok(Self::Closed),
+            "open" => Ok(Self::Open),
+            other => Err(format!("`{other}` must be closed or open")),
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Closed => "closed",
+            Self::Open => "open",
+        }
+    }
+}
+
+/// Where the token handler keeps a session's tokens (`sessions`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStorage {
+    /// In the encrypted cookie (no store call to open a session).
+    Cookie,
+    /// In the store, encrypted with the session keys; the cookie holds a random id.
+    Store,
+}
+
+impl SessionStorage {
+    /// Parses `cookie` or `store`.
+    ///
+    /// # Errors
+    /// A message for the config problem list.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        match text {
+            "cookie" => Ok(Self::Cookie),
+            "store" => Ok(Self::Store),
+            other => Err(format!("`{other}` must be cookie or store")),
+        }
+    }
+
+    /// The config spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Cookie => "cookie",
+            Self::Store => "store",
+        }
+    }
+}
+
+/// Checks a store URL: `redis://` or `rediss://`, a host, no password (that comes from
+/// `password_env`), and no database number for a cluster (a cluster has only database 0).
+///
+/// # Errors
+/// What is wrong, without repeating the URL (it might hold a password).
+pub fn check_url(url: &str, cluster: bool) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("must be a URL like redis://127.0.0.1:6379/0".into());
+    };
+    if scheme != "redis" && scheme != "rediss" {
+        return Err(format!(
+            "scheme `{scheme}` must be redis or rediss (TLS); Unix sockets are not supported"
+        ));
+    }
+    let authority = rest.split('/').next().unwrap_or("");
+    if let Some((userinfo, _)) = authority.rsplit_once('@') {
+        if userinfo.contains(':') {
+            return Err(
+                "holds a password: put it in an environment variable and name that variable in \
+                 store.password_env"
+                    .into(),
+            );
+        }
+    }
+    let info = redis::IntoConnectionInfo::into_connection_info(url)
+        .map_err(|e| format!("is not a usable store URL ({:?})", e.kind()))?;
+    if cluster && info.redis_settings().db() != 0 {
+        return Err("a cluster has only database 0: leave the /db part out".into());
+    }
+    Ok(())
+}
+
 /// A store URL for logs and `Debug`: any `user:password@` part is replaced.
 pub fn redact_url(url: &str) -> String {
     match (url.split_once("://"), url.rfind('@')) {
@@ -111,9 +207,11 @@ enum Conn {
 /// The store's client: cheap to clone (one multiplexed connection per node, shared).
 #[derive(Clone)]
 pub struct Store {
-    conn: Conn,
-    prefix: String,
-    timeout: Duration,
+    /// Made on first use, not at startup: a store that is down when cookiegate starts must not
+    /// keep it from serving the routes that do not need it. Once made, the connection
+    /// reconnects by itself.
+    conn: std::sync::Arc<tokio::sync::OnceCell<Conn>>,
+    settings: std::sync::Arc<StoreSettings>,
     gcra: Script,
     unlock: Script,
 }
@@ -121,8 +219,7 @@ pub struct Store {
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("prefix", &self.prefix)
-            .field("timeout", &self.timeout)
+            .field("settings", &self.settings)
             .finish_non_exhaustive()
     }
 }
@@ -158,61 +255,80 @@ return 0
 ";
 
 impl Store {
-    /// Connects (the first connection is made here, so a wrong URL or password fails at
-    /// startup with its reason; later failures reconnect by themselves).
-    ///
-    /// # Errors
-    /// When the URL is invalid or the store cannot be reached within `timeout`.
-    pub async fn connect(settings: &StoreSettings) -> StoreResult<Self> {
-        let connect = async {
-            if settings.cluster {
-                let mut builder = redis::cluster::ClusterClient::builder(settings.urls.clone())
-                    .connection_timeout(settings.timeout)
-                    .response_timeout(settings.timeout);
-                if let Some(password) = &settings.password {
-                    builder = builder.password(password.clone());
-                }
-                let client = builder.build()?;
-                Ok::<_, StoreError>(Conn::Cluster(client.get_async_connection().await?))
-            } else {
-                let mut info = redis::IntoConnectionInfo::into_connection_info(
-                    settings.urls.first().map_or("", String::as_str),
-                )?;
-                if let Some(password) = &settings.password {
-                    let redis_settings = info.redis_settings().clone().set_password(password);
-                    info = info.set_redis_settings(redis_settings);
-                }
-                let client = redis::Client::open(info)?;
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(settings.timeout))
-                    .set_response_timeout(Some(settings.timeout))
-                    .set_max_delay(Duration::from_secs(2));
-                Ok(Conn::Single(
-                    ConnectionManager::new_with_config(client, config).await?,
-                ))
-            }
-        };
-        let conn = tokio::time::timeout(settings.timeout.max(Duration::from_secs(2)), connect)
-            .await
-            .map_err(|_| StoreError::Timeout)??;
-        Ok(Self {
-            conn,
-            prefix: settings.key_prefix.clone(),
-            timeout: settings.timeout,
+    /// The client, not connected yet: the first call connects.
+    pub fn new(settings: &StoreSettings) -> Self {
+        Self {
+            conn: std::sync::Arc::default(),
+            settings: std::sync::Arc::new(settings.clone()),
             gcra: Script::new(GCRA),
             unlock: Script::new(UNLOCK),
-        })
+        }
+    }
+
+    /// The client, connected (and checked with `PING`): a wrong URL or password fails here
+    /// with its reason.
+    ///
+    /// # Errors
+    /// When the store cannot be reached within `timeout`, or refuses us.
+    pub async fn connect(settings: &StoreSettings) -> StoreResult<Self> {
+        let store = Self::new(settings);
+        store.ping().await?;
+        Ok(store)
+    }
+
+    /// `PING`: whether the store answers now.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn ping(&self) -> StoreResult<()> {
+        let _: String = self.query(redis::cmd("PING")).await?;
+        Ok(())
+    }
+
+    /// The connection, made now if it was not yet (bounded by the caller's timeout).
+    async fn conn(&self) -> StoreResult<&Conn> {
+        let settings = &self.settings;
+        self.conn
+            .get_or_try_init(|| async {
+                if settings.cluster {
+                    let mut builder = redis::cluster::ClusterClient::builder(settings.urls.clone())
+                        .connection_timeout(settings.timeout)
+                        .response_timeout(settings.timeout);
+                    if let Some(password) = &settings.password {
+                        builder = builder.password(password.clone());
+                    }
+                    let client = builder.build()?;
+                    Ok::<_, StoreError>(Conn::Cluster(client.get_async_connection().await?))
+                } else {
+                    let mut info = redis::IntoConnectionInfo::into_connection_info(
+                        settings.urls.first().map_or("", String::as_str),
+                    )?;
+                    if let Some(password) = &settings.password {
+                        let redis_settings = info.redis_settings().clone().set_password(password);
+                        info = info.set_redis_settings(redis_settings);
+                    }
+                    let client = redis::Client::open(info)?;
+                    let config = ConnectionManagerConfig::new()
+                        .set_connection_timeout(Some(settings.timeout))
+                        .set_response_timeout(Some(settings.timeout))
+                        .set_max_delay(Duration::from_secs(2));
+                    Ok(Conn::Single(
+                        ConnectionManager::new_with_config(client, config).await?,
+                    ))
+                }
+            })
+            .await
     }
 
     /// The key for `kind` and the thing it names (a session id, a `sid`, a client key): the
     /// prefix, the kind, and a SHA-256 of `name` (128 bits, hex) as the cluster hash tag.
     pub fn key(&self, kind: &str, name: &[u8]) -> String {
-        key(&self.prefix, kind, name)
+        key(&self.settings.key_prefix, kind, name)
     }
 
     async fn query<T: redis::FromRedisValue>(&self, cmd: Cmd) -> StoreResult<T> {
         let call = async {
-            let value: Value = match &self.conn {
+            let value: Value = match self.conn().await? {
                 Conn::Single(c) => c.clone().send_packed_command(&cmd).await?,
                 Conn::Cluster(c) => {
                     redis::aio::ConnectionLike::req_packed_command(&mut c.clone(), &cmd).await?
@@ -220,7 +336,7 @@ impl Store {
             };
             Ok::<T, StoreError>(redis::from_redis_value(value)?)
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.settings.timeout, call)
             .await
             .map_err(|_| StoreError::Timeout)?
     }
@@ -239,12 +355,12 @@ impl Store {
             invocation.arg(*arg);
         }
         let call = async {
-            Ok::<T, StoreError>(match &self.conn {
+            Ok::<T, StoreError>(match self.conn().await? {
                 Conn::Single(c) => invocation.invoke_async(&mut c.clone()).await?,
                 Conn::Cluster(c) => invocation.invoke_async(&mut c.clone()).await?,
             })
         };
-        tokio::time::timeout(self.timeout, call)
+        tokio::time::timeout(self.settings.timeout, call)
             .await
             .map_err(|_| StoreError::Timeout)?
     }
@@ -351,8 +467,78 @@ impl Store {
     }
 }
 
+/// The store as the pipeline uses it: the client, the failure policy, and the incident log
+/// (a failing store is logged when it starts failing and when it is back, not per request).
+#[derive(Debug)]
+pub(crate) struct SharedState {
+    /// The client.
+    pub(crate) store: Store,
+    /// What a request that needs the store gets while it fails.
+    pub(crate) on_failure: OnFailure,
+    /// Whether the last call failed (an incident is open).
+    failing: std::sync::atomic::AtomicBool,
+    /// Calls answered by per-process state instead (`on_failure = "open"`).
+    fallbacks: std::sync::atomic::AtomicU64,
+}
+
+impl SharedState {
+    /// The shared state for `[store]` (not connected until first used).
+    pub(crate) fn new(config: &crate::config::StoreConfig) -> Self {
+        Self {
+            store: Store::new(&config.settings),
+            on_failure: config.on_failure,
+            failing: std::sync::atomic::AtomicBool::new(false),
+            fallbacks: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+
+    /// A call's outcome as the pipeline acts on it: `Ok(Some(value))` when the store
+    /// answered; when it failed, `Ok(None)` with `on_failure = "open"` (the caller falls back
+    /// to per-process state) or the 503 with `on_failure = "closed"`. Never a reason to end
+    /// a session. `what` names the step for the log.
+    pub(crate) fn settle<T>(
+        &self,
+        what: &'static str,
+        outcome: StoreResult<T>,
+    ) -> Result<Option<T>, crate::error::ProxyError> {
+        use std::sync::atomic::Ordering;
+        match outcome {
+            Ok(value) => {
+                if self.failing.swap(false, Ordering::Relaxed) {
+                    tracing::info!(
+                        fallbacks = self.fallbacks.load(Ordering::Relaxed),
+                        "the shared store answers again"
+                    );
+                }
+                Ok(Some(value))
+            }
+            Err(err) => {
+                if !self.failing.swap(true, Ordering::Relaxed) {
+                    tracing::warn!(
+                        step = what,
+                        error = %err,
+                        on_failure = self.on_failure.as_str(),
+                        "the shared store is failing: {}",
+                        match self.on_failure {
+                            OnFailure::Closed => "requests that need it get 503 until it is back",
+                            OnFailure::Open => "this instance uses its own state until it is back",
+                        }
+                    );
+                }
+                match self.on_failure {
+                    OnFailure::Closed => Err(crate::error::ProxyError::StoreUnavailable(err)),
+                    OnFailure::Open => {
+                        self.fallbacks.fetch_add(1, Ordering::Relaxed);
+                        Ok(None)
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// `key_prefix` + `kind` + `:{` + hex of the first 128 bits of SHA-256(`name`) + `}`.
-fn key(prefix: &str, kind: &str, name: &[u8]) -> String {
+pub(crate) fn key(prefix: &str, kind: &str, name: &[u8]) -> String {
     use std::fmt::Write as _;
     let digest = ring::digest::digest(&ring::digest::SHA256, name);
     let mut key = String::with_capacity(prefix.len() + kind.len() + 35);

@@ -16,6 +16,7 @@ mod oidc;
 mod oidc_mutation;
 mod rate_limit;
 mod secrets;
+mod shared;
 mod shutdown;
 mod smoke;
 mod store;
