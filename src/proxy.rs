@@ -60,14 +60,13 @@ impl AppState {
             config.server.upstream_timeout,
         )?);
         let guards = Guards::new(&config);
-        let tokens = config
-            .session
-            .clone()
-            .map(|settings| TokenHandler::new(settings, config.server.upstream_timeout));
         let shared = config
             .store
             .as_ref()
             .map(|store| Arc::new(crate::store::SharedState::new(store)));
+        let tokens = config.session.clone().map(|settings| {
+            TokenHandler::new(settings, config.server.upstream_timeout).with_shared(shared.clone())
+        });
         Ok(Self {
             config,
             client,
@@ -210,6 +209,15 @@ async fn proxy(
         Ok(Admitted::Health) => return Ok(health(log.take())),
         Ok(Admitted::Auth(mut auth)) => {
             take_rate(state, auth.rate.take()).await?;
+            if let Err(refused) = check_revoked(state, auth.session.as_ref(), req.headers()).await {
+                match auth.endpoint {
+                    // Logging out a session already ended elsewhere still clears its cookie.
+                    Endpoint::Logout if refused.status() == StatusCode::UNAUTHORIZED => {
+                        auth.session = None;
+                    }
+                    _ => return Err(refused),
+                }
+            }
             return token_endpoint(state, auth, req, log).await;
         }
         Ok(Admitted::Forward(mut forward)) => {
@@ -217,6 +225,7 @@ async fn proxy(
                 log.set_route(forward.route.prefix.shared());
             }
             take_rate(state, forward.rate.take()).await?;
+            check_revoked(state, forward.session.as_ref(), req.headers()).await?;
             forward
         }
         Err(err) => {
@@ -303,6 +312,33 @@ async fn take_rate(
                 .map_err(ProxyError::RateLimited),
             None => Ok(()),
         },
+    }
+}
+
+/// The session's revocation as every instance knows it (`[store]`): admission checked this
+/// instance's own list; a session logged out on another instance is refused here the same way
+/// (401, the cookie cleared).
+async fn check_revoked(
+    state: &AppState,
+    session: Option<&Arc<crate::auth::opened::Opened>>,
+    headers: &http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let (Some(opened), Some(shared), Some(settings)) =
+        (session, &state.shared, &state.config.session)
+    else {
+        return Ok(());
+    };
+    let revoked = shared
+        .is_revoked(crate::auth::oidc::session_ref(&opened.session))
+        .await;
+    match shared.settle("revocation check", revoked)? {
+        Some(true) => Err(ProxyError::WithCookies {
+            error: Box::new(ProxyError::MissingSession),
+            cookies: TokenHandler::clear_session(settings, headers),
+        }),
+        // False, or the store failed with `on_failure = "open"`: this instance's own list,
+        // already checked, decides.
+        Some(false) | None => Ok(()),
     }
 }
 

@@ -214,6 +214,7 @@ pub struct Store {
     settings: std::sync::Arc<StoreSettings>,
     gcra: Script,
     unlock: Script,
+    first_then_set: Script,
 }
 
 impl std::fmt::Debug for Store {
@@ -246,6 +247,16 @@ redis.call('SET', KEYS[1], string.format('%.0f', nxt), 'PX', math.ceil((nxt - no
 return 0
 ";
 
+/// Sets KEYS[1] (until ARGV[1], unix seconds) if it is not set, and then, only then, KEYS[2]
+/// to ARGV[2] until ARGV[3]; returns 1 when it did. Both keys must share a hash slot.
+const FIRST_THEN_SET: &str = r"
+if redis.call('SET', KEYS[1], '1', 'NX', 'EXAT', ARGV[1]) then
+  redis.call('SET', KEYS[2], ARGV[2], 'EXAT', ARGV[3])
+  return 1
+end
+return 0
+";
+
 /// Deletes KEYS[1] only if it still holds ARGV[1] (the holder's token).
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -262,6 +273,7 @@ impl Store {
             settings: std::sync::Arc::new(settings.clone()),
             gcra: Script::new(GCRA),
             unlock: Script::new(UNLOCK),
+            first_then_set: Script::new(FIRST_THEN_SET),
         }
     }
 
@@ -456,6 +468,34 @@ impl Store {
         Ok(())
     }
 
+    /// Marks `first` as seen (until `first_until`, unix seconds) and, atomically and only if
+    /// it was not seen before, sets `key` to `at` until `until` (unix seconds): true when it
+    /// was the first time. `first` and `key` must share a hash slot.
+    ///
+    /// # Errors
+    /// A store failure: neither was set, or the answer was lost.
+    pub async fn first_then_revoke(
+        &self,
+        first: &str,
+        first_until: u64,
+        key: &str,
+        at: u64,
+        until: u64,
+    ) -> StoreResult<bool> {
+        let set: i64 = self
+            .script(
+                &self.first_then_set,
+                &[first, key],
+                &[
+                    first_until.max(at.saturating_add(1)).to_string().as_bytes(),
+                    at.to_string().as_bytes(),
+                    until.max(at.saturating_add(1)).to_string().as_bytes(),
+                ],
+            )
+            .await?;
+        Ok(set == 1)
+    }
+
     /// When the revocation under `key` happened, if there is one.
     ///
     /// # Errors
@@ -534,6 +574,105 @@ impl SharedState {
                 }
             }
         }
+    }
+}
+
+impl SharedState {
+    fn session_key(&self, id: &str) -> String {
+        self.store.key("session", id.as_bytes())
+    }
+
+    /// Whether the store knows `session` as revoked (logged out on any instance, or
+    /// back-channel logged out before it was created).
+    pub(crate) async fn is_revoked(
+        &self,
+        session: crate::auth::revocation::SessionRef<'_>,
+    ) -> StoreResult<bool> {
+        let by_id = self.session_key(session.id) + ":revoked";
+        let by_sid = session.sid.map(|sid| self.store.key("sid", sid.as_bytes()));
+        let by_sub = self.store.key("sub", session.sub.as_bytes());
+        let (id, sid, sub) = tokio::join!(
+            self.store.revoked(&by_id),
+            async {
+                match &by_sid {
+                    Some(key) => self.store.revoked(key).await,
+                    None => Ok(None),
+                }
+            },
+            self.store.revoked(&by_sub),
+        );
+        Ok(id?.is_some()
+            || sid?.is_some_and(|at| session.issued_at <= at)
+            || sub?.is_some_and(|at| session.issued_at <= at))
+    }
+
+    /// Records `revoke` for every instance.
+    pub(crate) async fn revoke(
+        &self,
+        revoke: crate::auth::revocation::Revoke<'_>,
+    ) -> StoreResult<()> {
+        use crate::auth::revocation::Revoke;
+        let now = crate::auth::oidc::now();
+        match revoke {
+            Revoke::Session { id, until } => {
+                self.store
+                    .revoke(&(self.session_key(id) + ":revoked"), now, until)
+                    .await
+            }
+            Revoke::Sid { sid, at, until } => {
+                self.store
+                    .revoke(&self.store.key("sid", sid.as_bytes()), at, until)
+                    .await
+            }
+            Revoke::Sub { sub, at, until } => {
+                self.store
+                    .revoke(&self.store.key("sub", sub.as_bytes()), at, until)
+                    .await
+            }
+        }
+    }
+
+    /// A back-channel logout for every instance: the logout token's `jti` is marked seen and
+    /// the `sid` or `sub` revoked in one atomic step, so a replay (on any instance) revokes
+    /// nothing, and a failure leaves nothing half done (the IdP may send the token again).
+    /// True when the `jti` was new.
+    pub(crate) async fn backchannel_logout(
+        &self,
+        revoke: crate::auth::revocation::Revoke<'_>,
+        jti: &str,
+        jti_until: u64,
+    ) -> StoreResult<bool> {
+        use crate::auth::revocation::Revoke;
+        use std::fmt::Write as _;
+        let (key, at, until) = match revoke {
+            Revoke::Sid { sid, at, until } => (self.store.key("sid", sid.as_bytes()), at, until),
+            Revoke::Sub { sub, at, until } => (self.store.key("sub", sub.as_bytes()), at, until),
+            Revoke::Session { id, until } => (
+                self.session_key(id) + ":revoked",
+                crate::auth::oidc::now(),
+                until,
+            ),
+        };
+        let digest = ring::digest::digest(&ring::digest::SHA256, jti.as_bytes());
+        let mut seen = key.clone() + ":jti:";
+        for byte in &digest.as_ref()[..16] {
+            let _ = write!(seen, "{byte:02x}");
+        }
+        self.store
+            .first_then_revoke(&seen, jti_until, &key, at, until)
+            .await
+    }
+
+    /// The refresh lock of session `id`, and where its outcome for the refresh token hashed
+    /// as `token_key` is left for the other instances (one hash slot: the session's).
+    pub(crate) fn refresh_keys(&self, id: &str, token_key: &[u8; 32]) -> (String, String) {
+        use std::fmt::Write as _;
+        let session = self.session_key(id);
+        let mut grace = session.clone() + ":refreshed:";
+        for byte in &token_key[..16] {
+            let _ = write!(grace, "{byte:02x}");
+        }
+        (session + ":refresh-lock", grace)
     }
 }
 

@@ -34,7 +34,7 @@ use super::CookieName;
 use super::jwt::{AlgSet, JtiCache, Jwks, JwtError, TokenPolicy};
 use super::opened::{Opened, OpenedCache};
 use super::refresh::{self, Outcome, Refresher};
-use super::revocation::{Revocations, SessionRef};
+use super::revocation::{Revocations, Revoke, SessionRef};
 use super::session::chunk::{self, CookieAttrs, SameSite};
 use super::session::{Session, SessionKeys};
 use crate::config::SessionSettings;
@@ -305,6 +305,9 @@ pub(crate) struct TokenHandler {
     used_states: Mutex<HashMap<String, u64>>,
     jtis: Mutex<JtiCache>,
     refresher: Refresher,
+    /// The state shared with other instances (`[store]`): revocations, logout-token `jti`s,
+    /// the refresh lock and its outcome.
+    shared: Option<Arc<crate::store::SharedState>>,
 }
 
 impl std::fmt::Debug for TokenHandler {
@@ -335,7 +338,14 @@ impl TokenHandler {
             used_states: Mutex::new(HashMap::new()),
             jtis: Mutex::new(JtiCache::new(MAX_JTIS)),
             refresher: Refresher::default(),
+            shared: None,
         }
+    }
+
+    /// The same, sharing its revocations and refreshes with other instances through `shared`.
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<crate::store::SharedState>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn keys(&self) -> &SessionKeys {
@@ -910,7 +920,17 @@ impl TokenHandler {
             );
         };
         let session = &opened.session;
-        revocations.revoke_session(&session.id, session.expires_at);
+        let revoke = Revoke::Session {
+            id: &session.id,
+            until: session.expires_at,
+        };
+        // Other instances first: with `on_failure = "closed"`, a store that fails answers 503
+        // before anything changed (the cookie stays, the user tries again) rather than a
+        // logout that holds on this instance only.
+        if let Some(shared) = &self.shared {
+            shared.settle("logout", shared.revoke(revoke).await)?;
+        }
+        revocations.apply(revoke);
         // The cookie is refused from now on whatever the IdP says; without a provider (IdP
         // down) there is no logout URL and no revocation, and the logout still holds here.
         let provider = self.provider(client).await.ok();
@@ -968,6 +988,32 @@ impl TokenHandler {
             })
             .await?
             .map_err(|_| ProxyError::BadLogoutToken("the logout token is not valid"))?;
+        let until = now + self.settings.max_age.as_secs();
+        let revoke = match (&logout.sid, &logout.sub) {
+            (Some(sid), _) => Revoke::Sid {
+                sid,
+                at: now,
+                until,
+            },
+            (None, Some(sub)) => Revoke::Sub {
+                sub,
+                at: now,
+                until,
+            },
+            (None, None) => {
+                return Err(ProxyError::BadLogoutToken(
+                    "the logout token names no session",
+                ));
+            }
+        };
+        // Every instance's replay check and revocation in one step of the store; then this
+        // instance's own (which also answers while the store fails with `on_failure = "open"`).
+        if let Some(shared) = &self.shared {
+            let first = shared.backchannel_logout(revoke, &logout.jti, logout.acceptable_until);
+            if shared.settle("back-channel logout", first.await)? == Some(false) {
+                return Err(ProxyError::BadLogoutToken("the logout token was replayed"));
+            }
+        }
         let fresh = self
             .jtis
             .lock()
@@ -976,16 +1022,7 @@ impl TokenHandler {
         if !fresh {
             return Err(ProxyError::BadLogoutToken("the logout token was replayed"));
         }
-        let until = now + self.settings.max_age.as_secs();
-        match (&logout.sid, &logout.sub) {
-            (Some(sid), _) => revocations.revoke_sid(sid, now, until),
-            (None, Some(sub)) => revocations.revoke_sub(sub, now, until),
-            (None, None) => {
-                return Err(ProxyError::BadLogoutToken(
-                    "the logout token names no session",
-                ));
-            }
-        }
+        revocations.apply(revoke);
         let mut res = Response::new(Bytes::new());
         res.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -1016,18 +1053,38 @@ impl TokenHandler {
             if session.access_expires_at > now {
                 return Ok((opened.bearer.clone(), Vec::new()));
             }
-            return Err(self.expired(revocations, session, request));
+            return Err(self.expired(revocations, session, request).await);
         };
         let provider = self.provider(client).await?;
+        let token_key = refresh::key_of(&refresh_token);
+        let parts = self.call_parts(client);
         let outcome = self
             .refresher
-            .refresh(refresh::key_of(&refresh_token), self.timeout, || {
-                refresh_task(
-                    self.call_parts(client),
+            .refresh(token_key, self.timeout, || {
+                let hold = parts.timeout + Duration::from_secs(5);
+                let redeem = refresh_task(
+                    parts,
                     provider.token_endpoint.clone(),
                     session.clone(),
                     refresh_token.clone(),
-                )
+                );
+                let shared = self.shared.clone();
+                let sealer = refresh::Sealer {
+                    keys: self.settings.keys.clone(),
+                    cookie: self.settings.cookie.clone(),
+                };
+                let id = session.id.clone();
+                async move {
+                    match shared {
+                        Some(shared) => {
+                            refresh::across_instances(shared, sealer, id, token_key, hold, || {
+                                redeem
+                            })
+                            .await
+                        }
+                        None => redeem.await,
+                    }
+                }
             })
             .await;
         match outcome {
@@ -1035,7 +1092,10 @@ impl TokenHandler {
                 let cookies = self.set_session(&new, request)?;
                 Ok((bearer(&new.access_token)?, cookies))
             }
-            Outcome::Expired => Err(self.expired(revocations, session, request)),
+            Outcome::Expired => Err(self.expired(revocations, session, request).await),
+            Outcome::StoreFailed => Err(ProxyError::StoreUnavailable(
+                crate::store::StoreError::Failed("the refresh lock could not be taken".into()),
+            )),
             Outcome::Failed(504) => Err(ProxyError::IdpTimeout),
             Outcome::Failed(503) => Err(ProxyError::IdpUnavailable),
             Outcome::Failed(_) => Err(ProxyError::IdpUnreachable(
@@ -1044,13 +1104,23 @@ impl TokenHandler {
         }
     }
 
-    fn expired(
+    /// The session is over (the IdP no longer knows its grant): refused from now on, here and,
+    /// with `[store]`, on every instance (best effort: the others learn it from the IdP on
+    /// their own next refresh anyway).
+    async fn expired(
         &self,
         revocations: &Revocations,
         session: &Session,
         request: &HeaderMap,
     ) -> ProxyError {
-        revocations.revoke_session(&session.id, session.expires_at);
+        let revoke = Revoke::Session {
+            id: &session.id,
+            until: session.expires_at,
+        };
+        if let Some(shared) = &self.shared {
+            let _ = shared.settle("session end", shared.revoke(revoke).await);
+        }
+        revocations.apply(revoke);
         ProxyError::WithCookies {
             error: Box::new(ProxyError::SessionExpired),
             cookies: Self::clear_session(&self.settings, request),

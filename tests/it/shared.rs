@@ -111,3 +111,224 @@ async fn a_dead_store_falls_back_to_each_instance_when_open() {
     stop_all(gateways).await;
     upstream.stop().await;
 }
+
+// ---- The token handler across instances: one IdP, three gateways, one store. ----
+
+const KEYS: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const SECRET: &str = "test-secret";
+
+struct Fleet {
+    idp: Idp,
+    store: RedisNode,
+    gateways: Vec<Gateway>,
+    upstream: TestUpstream,
+    browser: Browser,
+    /// The public URL (instance 0's, where the IdP sends the browser back).
+    gw: String,
+}
+
+/// `n` instances with the same config: one session route `/api`, the store at `store`, the
+/// IdP's access tokens living `access_ttl` seconds.
+async fn fleet(name: &str, n: usize, access_ttl: u64, on_failure: &str) -> Fleet {
+    let store = RedisNode::start(name).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let gw = format!("http://{}", listener.local_addr().unwrap());
+    let idp = Idp::start(&[
+        ("IDP_REDIRECT_URIS", format!("{gw}/auth/callback")),
+        ("IDP_POST_LOGOUT_URIS", format!("{gw}/")),
+        ("IDP_BACKCHANNEL_URI", format!("{gw}/auth/backchannel")),
+        ("IDP_ACCESS_TTL", access_ttl.to_string()),
+        ("IDP_CLIENT_SECRET", SECRET.to_string()),
+    ])
+    .await;
+    let upstream = TestUpstream::echo_ok().await;
+    let toml = format!(
+        r#"
+[store]
+url = "{store}"
+timeout = "300ms"
+on_failure = "{on_failure}"
+key_prefix = "it-{name}:"
+
+[session]
+cookie = "cg"
+
+[oidc]
+issuer = "{issuer}"
+client_id = "cookiegate"
+redirect_uri = "{gw}/auth/callback"
+post_logout_redirect_uri = "{gw}/"
+refresh_before = "1s"
+
+[[routes]]
+prefix = "/api"
+upstream = "{upstream}"
+auth = "session"
+"#,
+        store = store.url(),
+        issuer = idp.issuer,
+        upstream = upstream.url()
+    );
+    let env = cookiegate::config::Env::default()
+        .with_var("COOKIEGATE_SESSION_KEYS", KEYS)
+        .with_var("COOKIEGATE_CLIENT_SECRET", SECRET);
+    let config = || cookiegate::Config::from_toml_str_with(&toml, &env).unwrap();
+    let mut gateways = vec![Gateway::start_on(listener, config())];
+    for _ in 1..n {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        gateways.push(Gateway::start_on(listener, config()));
+    }
+    Fleet {
+        idp,
+        store,
+        gateways,
+        upstream,
+        browser: Browser::new(),
+        gw,
+    }
+}
+
+impl Fleet {
+    /// GET `path` on instance `i` with the browser's cookies (the public origin's).
+    async fn get_on(&self, i: usize, path: &str) -> Answer {
+        let req = request("GET", &self.gateways[i].url(path), None)
+            .header("cookie", self.browser.cookie_header(&self.gw))
+            .body(empty())
+            .unwrap();
+        send(&client(), req).await
+    }
+
+    async fn stop(self) {
+        stop_all(self.gateways).await;
+        self.idp.stop().await;
+        self.upstream.stop().await;
+        drop(self.store);
+    }
+}
+
+#[tokio::test]
+async fn twenty_concurrent_requests_over_three_instances_make_one_refresh_grant() {
+    let f = fleet("fleet-refresh", 3, 2, "closed").await;
+    assert_eq!(f.browser.log_in(&f.gw, "", "bob").await.status, 302);
+    assert_eq!(f.get_on(1, "/api/first").await.status, 200);
+    let before = f.browser.cookies(&f.gw);
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    let mut requests = tokio::task::JoinSet::new();
+    for i in 0..20 {
+        let url = f.gateways[i % 3].url(&format!("/api/burst/{i}"));
+        let cookie = f.browser.cookie_header(&f.gw);
+        requests.spawn(async move {
+            let req = request("GET", &url, None)
+                .header("cookie", cookie)
+                .body(empty())
+                .unwrap();
+            send(&client(), req).await
+        });
+    }
+    while let Some(answer) = requests.join_next().await {
+        let answer = answer.unwrap();
+        assert_eq!(answer.status, 200, "{:?}", answer.body);
+        assert!(
+            answer.header("set-cookie").is_some(),
+            "the new session goes back"
+        );
+    }
+    let bearers: std::collections::BTreeSet<String> = f
+        .upstream
+        .seen()
+        .iter()
+        .skip(1)
+        .map(|r| r.header("authorization").unwrap().to_string())
+        .collect();
+    assert_eq!(
+        bearers.len(),
+        1,
+        "all 20, on three instances, went with one new token"
+    );
+    let stats = f.idp.stats("bob").await;
+    assert_eq!(stats["refresh_grants"], 1, "{stats}");
+    assert_eq!(stats["grants_revoked"], 0, "{stats}");
+    // A tab still holding the pre-refresh cookie, on an instance that never refreshed: the
+    // outcome left in the store, no second grant.
+    f.browser.set_cookies(&f.gw, before);
+    let late = f.get_on(2, "/api/late").await;
+    assert_eq!(late.status, 200, "{:?}", late.body);
+    let stats = f.idp.stats("bob").await;
+    assert_eq!(stats["refresh_grants"], 1, "{stats}");
+    assert_eq!(stats["grants_revoked"], 0, "{stats}");
+    // Nothing in the store is a token in the clear.
+    let keys = format!("{:?}", f.store.command(&["KEYS", "*"]).await);
+    assert!(keys.contains("it-fleet-refresh:session:{"), "{keys}");
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_logout_on_one_instance_refuses_the_cookie_on_the_others() {
+    let f = fleet("fleet-logout", 3, 60, "closed").await;
+    assert_eq!(f.browser.log_in(&f.gw, "", "carol").await.status, 302);
+    for i in 0..3 {
+        assert_eq!(f.get_on(i, "/api/x").await.status, 200);
+    }
+    let kept = f.browser.cookies(&f.gw);
+    let logout = f
+        .browser
+        .send("POST", &f.gateways[0].url("/auth/logout"), &[], None)
+        .await;
+    assert_eq!(logout.status, 200, "{:?}", logout.body);
+    // The stolen (kept) cookie, replayed on the other instances.
+    f.browser.set_cookies(&f.gw, kept);
+    for i in 1..3 {
+        f.get_on(i, "/api/x")
+            .await
+            .assert_error(401, "not authenticated");
+        f.get_on(i, "/auth/user")
+            .await
+            .assert_error(401, "not authenticated");
+    }
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_back_channel_logout_to_one_instance_revokes_everywhere() {
+    let f = fleet("fleet-backchannel", 3, 60, "closed").await;
+    assert_eq!(f.browser.log_in(&f.gw, "", "erin").await.status, 302);
+    assert_eq!(f.get_on(2, "/api/x").await.status, 200);
+    // The IdP sends its logout token to instance 0 (the registered URI).
+    let sent = f.idp.test_post("/test/backchannel?sub=erin", "").await;
+    assert_eq!(sent.json()["sent"], 1, "{:?}", sent.body);
+    for i in 0..3 {
+        f.get_on(i, "/api/x")
+            .await
+            .assert_error(401, "not authenticated");
+    }
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn a_store_blip_at_refresh_time_is_a_503_and_logs_nobody_out() {
+    let mut f = fleet("fleet-blip", 2, 2, "closed").await;
+    assert_eq!(f.browser.log_in(&f.gw, "", "dave").await.status, 302);
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    f.store.kill().await;
+    let answer = f.get_on(1, "/api/x").await;
+    answer.assert_error(503, "shared state unavailable");
+    assert_eq!(answer.header("retry-after"), Some("1"));
+    assert!(
+        answer.header("set-cookie").is_none(),
+        "a blip logs nobody out"
+    );
+    assert_eq!(
+        f.idp.stats("dave").await["refresh_grants"],
+        0,
+        "nothing redeemed blind"
+    );
+    f.store.restart(&[]).await;
+    within("the session to work again once the store is back", async {
+        while f.get_on(1, "/api/x").await.status != 200 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(f.idp.stats("dave").await["refresh_grants"], 1);
+    f.stop().await;
+}
