@@ -205,6 +205,9 @@ async fn proxy(
             0
         },
     };
+    if state.shared.is_some() {
+        load_stored_session(state, req.uri().path(), req.headers()).await?;
+    }
     let forward = match admission::admit(config, &state.guards, &facts) {
         Ok(Admitted::Health) => return Ok(health(log.take())),
         Ok(Admitted::Auth(mut auth)) => {
@@ -285,6 +288,29 @@ async fn proxy(
     )
     .await?;
     Ok(relay_answer(res, session_cookies, route, config, log))
+}
+
+/// With `[store] sessions = "store"`, a session route's (or token endpoint's) session is read
+/// from the store before admission, which then opens it like a cookie's
+/// ([`TokenHandler::load_stored`]). Other routes never wait for the store.
+async fn load_stored_session(
+    state: &AppState,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let (Some(tokens), Some(settings)) = (&state.tokens, &state.config.session) else {
+        return Ok(());
+    };
+    let wanted = Endpoint::find(path, settings).is_some()
+        || state
+            .config
+            .routes
+            .find(path)
+            .is_some_and(|(route, _)| route.auth == crate::auth::AuthMode::Session);
+    if wanted {
+        tokens.load_stored(&state.guards.opened, headers).await?;
+    }
+    Ok(())
 }
 
 /// The rate-limit step `admit` left to the shared store: one GCRA step there, or this

@@ -515,6 +515,8 @@ pub(crate) struct SharedState {
     pub(crate) store: Store,
     /// What a request that needs the store gets while it fails.
     pub(crate) on_failure: OnFailure,
+    /// Where the token handler keeps sessions' tokens.
+    pub(crate) sessions: SessionStorage,
     /// Whether the last call failed (an incident is open).
     failing: std::sync::atomic::AtomicBool,
     /// Calls answered by per-process state instead (`on_failure = "open"`).
@@ -527,6 +529,7 @@ impl SharedState {
         Self {
             store: Store::new(&config.settings),
             on_failure: config.on_failure,
+            sessions: config.sessions,
             failing: std::sync::atomic::AtomicBool::new(false),
             fallbacks: std::sync::atomic::AtomicU64::new(0),
         }
@@ -661,6 +664,33 @@ impl SharedState {
         self.store
             .first_then_revoke(&seen, jti_until, &key, at, until)
             .await
+    }
+
+    fn handle_key(&self, handle: &str) -> String {
+        self.store.key("handle", handle.as_bytes())
+    }
+
+    /// Stores the sealed session of `handle` until `until` (unix seconds).
+    pub(crate) async fn put_session(
+        &self,
+        handle: &str,
+        sealed: &str,
+        until: u64,
+    ) -> StoreResult<()> {
+        let ttl = Duration::from_secs(until.saturating_sub(crate::auth::oidc::now()).max(1));
+        self.store
+            .put(&self.handle_key(handle), sealed.as_bytes(), ttl)
+            .await
+    }
+
+    /// The sealed session of `handle`, if the store has it.
+    pub(crate) async fn get_session(&self, handle: &str) -> StoreResult<Option<Vec<u8>>> {
+        self.store.get(&self.handle_key(handle)).await
+    }
+
+    /// Deletes the session of `handle`.
+    pub(crate) async fn delete_session(&self, handle: &str) -> StoreResult<()> {
+        self.store.delete(&self.handle_key(handle)).await
     }
 
     /// The refresh lock of session `id`, and where its outcome for the refresh token hashed

@@ -388,6 +388,62 @@ impl TokenHandler {
         Ok(Some(opened))
     }
 
+    /// With sessions in the store: reads the session the request's handle names into `cache`,
+    /// where admission opens it as it opens a cookie's (and drops a cached one the store no
+    /// longer has: logged out or expired, so admission refuses the cookie). Read on every
+    /// request of a session route, since another instance may have refreshed it. A store that
+    /// fails is a 503 whatever `on_failure` says: the tokens are nowhere else, and refusing
+    /// the cookie would log the user out.
+    ///
+    /// # Errors
+    /// [`ProxyError::StoreUnavailable`].
+    pub(crate) async fn load_stored(
+        &self,
+        cache: &OpenedCache,
+        headers: &HeaderMap,
+    ) -> Result<(), ProxyError> {
+        let Some(shared) = self.session_store() else {
+            return Ok(());
+        };
+        let Ok(Some(handle)) = chunk::assemble(headers, &self.settings.cookie) else {
+            return Ok(());
+        };
+        if !super::session::is_handle(&handle) {
+            return Ok(());
+        }
+        let found = shared.get_session(&handle).await;
+        let Some(found) = shared.settle("session read", found)? else {
+            return Err(ProxyError::StoreUnavailable(
+                crate::store::StoreError::Failed(
+                    "the session's tokens are only in the store".into(),
+                ),
+            ));
+        };
+        let opened = found
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|sealed| {
+                let session = Session::open(self.keys(), &self.settings.cookie, &sealed).ok()?;
+                let bearer = bearer(&session.access_token).ok()?;
+                Some((sealed, Opened { session, bearer }))
+            });
+        match opened {
+            Some((sealed, opened)) => {
+                if !self.keys().sealed_with_first(&sealed) {
+                    // Sealed with an older key: sealed again with the first, so the session
+                    // outlives the old key's removal (best effort; tried again next time).
+                    if let Ok(again) = opened.session.seal(self.keys(), &self.settings.cookie) {
+                        let _ = shared
+                            .put_session(&handle, again.as_str(), opened.session.expires_at)
+                            .await;
+                    }
+                }
+                cache.insert(&handle, Arc::new(opened));
+            }
+            None => cache.remove(&handle),
+        }
+        Ok(())
+    }
+
     /// `Set-Cookie` values that delete every session cookie the request carries.
     pub(crate) fn clear_session(
         settings: &SessionSettings,
@@ -401,16 +457,48 @@ impl TokenHandler {
         chunk::clear_cookie_headers(request, &settings.cookie, &[], &attrs)
     }
 
+    /// The shared store, when sessions' tokens live there (`[store] sessions = "store"`).
+    fn session_store(&self) -> Option<&Arc<crate::store::SharedState>> {
+        self.shared
+            .as_ref()
+            .filter(|s| s.sessions == crate::store::SessionStorage::Store)
+    }
+
     /// `Set-Cookie` values carrying `session`, deleting chunks of an older, larger one.
-    fn set_session(
+    ///
+    /// With sessions in the store, the session goes there, sealed, and the cookie carries its
+    /// handle: a new one at login (`fresh`: a handle the browser held before is never reused,
+    /// or a planted cookie would name the victim's session), the browser's own after a
+    /// refresh. If the store fails with `on_failure = "open"`, the session goes in the cookie
+    /// as without a store (both kinds open).
+    async fn set_session(
         &self,
         session: &Session,
         request: &HeaderMap,
+        fresh: bool,
     ) -> Result<Vec<HeaderValue>, ProxyError> {
         let sealed = session
             .seal(self.keys(), &self.settings.cookie)
             .map_err(|_| ProxyError::Internal("sealing the session failed"))?;
-        let chunks = chunk::split(&self.settings.cookie, &sealed);
+        let mut chunks = None;
+        if let Some(shared) = self.session_store() {
+            let held = chunk::assemble(request, &self.settings.cookie)
+                .ok()
+                .flatten()
+                .filter(|value| !fresh && super::session::is_handle(value));
+            let handle = match held {
+                Some(handle) => handle,
+                None => super::session::new_handle()
+                    .map_err(|_| ProxyError::Internal("the random generator failed"))?,
+            };
+            let stored = shared
+                .put_session(&handle, sealed.as_str(), session.expires_at)
+                .await;
+            if shared.settle("session write", stored)?.is_some() {
+                chunks = Some(chunk::handle(&self.settings.cookie, &handle));
+            }
+        }
+        let chunks = chunks.unwrap_or_else(|| chunk::split(&self.settings.cookie, &sealed));
         let lifetime = Duration::from_secs(session.expires_at.saturating_sub(now()));
         let attrs = self.cookie_attrs(lifetime);
         let mut cookies = chunk::set_cookie_headers(&chunks, &attrs);
@@ -839,7 +927,10 @@ impl TokenHandler {
             issued_at: now,
             expires_at: now.saturating_add(max_age),
         };
-        let mut cookies = self.set_session(&session, request).map_err(with_clear)?;
+        let mut cookies = self
+            .set_session(&session, request, true)
+            .await
+            .map_err(with_clear)?;
         cookies.extend(clear_login);
         redirect(&login.return_to, cookies)
     }
@@ -912,6 +1003,16 @@ impl TokenHandler {
         request: &HeaderMap,
     ) -> Result<Response<Bytes>, ProxyError> {
         let cookies = Self::clear_session(&self.settings, request);
+        // A handle's entry goes whatever it holds (even a session this instance cannot open).
+        if let Some(shared) = self.session_store() {
+            if let Some(handle) = chunk::assemble(request, &self.settings.cookie)
+                .ok()
+                .flatten()
+                .filter(|value| super::session::is_handle(value))
+            {
+                shared.settle("logout", shared.delete_session(&handle).await)?;
+            }
+        }
         let Some(opened) = session else {
             return json_response(
                 StatusCode::OK,
@@ -930,6 +1031,7 @@ impl TokenHandler {
         if let Some(shared) = &self.shared {
             shared.settle("logout", shared.revoke(revoke).await)?;
         }
+
         revocations.apply(revoke);
         // The cookie is refused from now on whatever the IdP says; without a provider (IdP
         // down) there is no logout URL and no revocation, and the logout still holds here.
@@ -1089,7 +1191,7 @@ impl TokenHandler {
             .await;
         match outcome {
             Outcome::Refreshed(new) => {
-                let cookies = self.set_session(&new, request)?;
+                let cookies = self.set_session(&new, request, false).await?;
                 Ok((bearer(&new.access_token)?, cookies))
             }
             Outcome::Expired => Err(self.expired(revocations, session, request).await),

@@ -125,11 +125,23 @@ struct Fleet {
     browser: Browser,
     /// The public URL (instance 0's, where the IdP sends the browser back).
     gw: String,
+    /// The instances' config.
+    toml: String,
 }
 
 /// `n` instances with the same config: one session route `/api`, the store at `store`, the
 /// IdP's access tokens living `access_ttl` seconds.
 async fn fleet(name: &str, n: usize, access_ttl: u64, on_failure: &str) -> Fleet {
+    fleet_with(name, n, access_ttl, on_failure, "cookie").await
+}
+
+async fn fleet_with(
+    name: &str,
+    n: usize,
+    access_ttl: u64,
+    on_failure: &str,
+    sessions: &str,
+) -> Fleet {
     let store = RedisNode::start(name).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let gw = format!("http://{}", listener.local_addr().unwrap());
@@ -149,6 +161,7 @@ url = "{store}"
 timeout = "300ms"
 on_failure = "{on_failure}"
 key_prefix = "it-{name}:"
+sessions = "{sessions}"
 
 [session]
 cookie = "cg"
@@ -173,6 +186,7 @@ auth = "session"
         .with_var("COOKIEGATE_SESSION_KEYS", KEYS)
         .with_var("COOKIEGATE_CLIENT_SECRET", SECRET);
     let config = || cookiegate::Config::from_toml_str_with(&toml, &env).unwrap();
+    let toml = toml.clone();
     let mut gateways = vec![Gateway::start_on(listener, config())];
     for _ in 1..n {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -185,10 +199,22 @@ auth = "session"
         upstream,
         browser: Browser::new(),
         gw,
+        toml,
     }
 }
 
 impl Fleet {
+    /// One more instance, with these session keys.
+    async fn add_instance(&mut self, keys: &str) -> usize {
+        let env = cookiegate::config::Env::default()
+            .with_var("COOKIEGATE_SESSION_KEYS", keys)
+            .with_var("COOKIEGATE_CLIENT_SECRET", SECRET);
+        let config = cookiegate::Config::from_toml_str_with(&self.toml, &env).unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        self.gateways.push(Gateway::start_on(listener, config));
+        self.gateways.len() - 1
+    }
+
     /// GET `path` on instance `i` with the browser's cookies (the public origin's).
     async fn get_on(&self, i: usize, path: &str) -> Answer {
         let req = request("GET", &self.gateways[i].url(path), None)
@@ -330,5 +356,97 @@ async fn a_store_blip_at_refresh_time_is_a_503_and_logs_nobody_out() {
     })
     .await;
     assert_eq!(f.idp.stats("dave").await["refresh_grants"], 1);
+    f.stop().await;
+}
+
+#[tokio::test]
+async fn sessions_in_the_store_round_trip_refresh_survive_key_rotation_and_log_out() {
+    let mut f = fleet_with("fleet-stored", 3, 2, "closed", "store").await;
+    assert_eq!(f.browser.log_in(&f.gw, "", "frank").await.status, 302);
+    let handle = f.browser.cookie(&f.gw, "cg").expect("the session cookie");
+    assert_eq!(
+        handle.len(),
+        43,
+        "a handle, not the sealed tokens: {handle}"
+    );
+    for i in 0..3 {
+        assert_eq!(f.get_on(i, "/api/x").await.status, 200);
+    }
+    let bearer = f.upstream.seen()[0]
+        .header("authorization")
+        .unwrap()
+        .to_string();
+    let token = bearer.strip_prefix("Bearer ").unwrap();
+    // In the store: sealed, under a hash of the handle; neither in the clear.
+    let keys = format!("{:?}", f.store.command(&["KEYS", "*"]).await);
+    assert!(!keys.contains(&handle), "{keys}");
+    let stored = f.store.command(&["KEYS", "it-fleet-stored:handle:*"]).await;
+    let stored = match stored {
+        ::redis::Value::Array(keys) => keys,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(stored.len(), 1);
+    let key = match &stored[0] {
+        ::redis::Value::BulkString(key) => String::from_utf8(key.clone()).unwrap(),
+        other => panic!("{other:?}"),
+    };
+    let value = format!("{:?}", f.store.command(&["GET", &key]).await);
+    assert!(
+        !value.contains(token),
+        "the access token in the clear in the store"
+    );
+
+    // Refreshed on one instance, used on the others; the handle stays.
+    tokio::time::sleep(Duration::from_millis(2_200)).await;
+    assert_eq!(f.get_on(1, "/api/after").await.status, 200);
+    for i in [2, 0] {
+        assert_eq!(f.get_on(i, "/api/after").await.status, 200);
+    }
+    assert_eq!(f.idp.stats("frank").await["refresh_grants"], 1);
+    assert_eq!(
+        f.browser.cookie(&f.gw, "cg").as_deref(),
+        Some(handle.as_str())
+    );
+
+    // Key rotation: a new first key (the old one still listed), then the old one dropped: the
+    // session read once in between was sealed again with the new key.
+    let new_key = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
+    let rotating = f.add_instance(&format!("{new_key},{KEYS}")).await;
+    assert_eq!(f.get_on(rotating, "/api/rotating").await.status, 200);
+    let rotated = f.add_instance(new_key).await;
+    assert_eq!(f.get_on(rotated, "/api/rotated").await.status, 200);
+
+    // Logout on one instance: gone from the store, refused on the others (and on those that
+    // still have only the old key, the session would not open anyway).
+    let cookie = f.browser.cookie_header(&f.gw);
+    let logout = f
+        .browser
+        .send(
+            "POST",
+            &f.gateways[rotated].url("/auth/logout"),
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(logout.status, 200, "{:?}", logout.body);
+    assert!(
+        logout
+            .header("set-cookie")
+            .is_some_and(|c| c.contains("Max-Age=0"))
+    );
+    let left = format!(
+        "{:?}",
+        f.store.command(&["KEYS", "it-fleet-stored:handle:*"]).await
+    );
+    assert_eq!(left, "array([])");
+    f.browser.set_cookies(
+        &f.gw,
+        std::collections::BTreeMap::from([("cg".to_string(), handle.clone())]),
+    );
+    for i in [0, 2] {
+        f.get_on(i, "/api/x")
+            .await
+            .assert_error(401, "not authenticated");
+    }
     f.stop().await;
 }
