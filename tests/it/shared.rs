@@ -450,3 +450,211 @@ async fn sessions_in_the_store_round_trip_refresh_survive_key_rotation_and_log_o
     }
     f.stop().await;
 }
+
+// ---- A cluster, and faults under load. ----
+
+#[tokio::test]
+async fn three_instances_on_a_cluster_share_the_limit_and_survive_a_node_loss() {
+    let mut cluster = crate::support::redis::RedisCluster::start("shared-cluster").await;
+    let upstream = TestUpstream::echo_ok().await;
+    let urls: Vec<String> = cluster.urls().iter().map(|u| format!("\"{u}\"")).collect();
+    let toml = format!(
+        "[store]\nurls = [{}]\ntimeout = \"300ms\"\nkey_prefix = \"it-cluster:\"\n\n\
+         [rate_limit]\nper_second = 1\nburst = 5\nkey = \"ip+session\"\n\n\
+         [[routes]]\nprefix = \"/api\"\nupstream = \"{}\"\nauth = \"optional\"\n",
+        urls.join(", "),
+        upstream.url()
+    );
+    let gateways = instances(&toml, 3).await;
+    // Twelve clients (session cookies), their buckets spread over the three nodes: each gets
+    // its burst of 5 across the three instances, not 5 per instance.
+    let mut allowed = std::collections::BTreeMap::new();
+    for round in 0..9 {
+        for client in 0..12 {
+            let token = format!("client-{client}");
+            let answer = get(&gateways[round % 3].url("/api/x"), Some(&token)).await;
+            if answer.status == 200 {
+                *allowed.entry(client).or_insert(0) += 1;
+            }
+        }
+    }
+    for client in 0..12 {
+        let n = allowed.get(&client).copied().unwrap_or(0);
+        assert!((5..=7).contains(&n), "client {client}: {n} allowed");
+    }
+    // A node dies: the keys it held fail (503), no request hangs; it comes back, all work.
+    cluster.nodes[1].kill().await;
+    let mut during = Vec::new();
+    for client in 100..112 {
+        let answer = get(
+            &gateways[0].url("/api/x"),
+            Some(&format!("client-{client}")),
+        )
+        .await;
+        during.push(answer.status.as_u16());
+    }
+    assert!(during.iter().all(|s| *s == 200 || *s == 503), "{during:?}");
+    assert!(
+        during.contains(&503),
+        "some keys lived on the dead node: {during:?}"
+    );
+    cluster.nodes[1]
+        .restart(crate::support::redis::CLUSTER_ARGS)
+        .await;
+    within("every key to be served again", async {
+        'again: loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            for client in 200..212 {
+                let answer = get(
+                    &gateways[0].url("/api/x"),
+                    Some(&format!("client-{client}")),
+                )
+                .await;
+                if answer.status != 200 {
+                    continue 'again;
+                }
+            }
+            break;
+        }
+    })
+    .await;
+    stop_all(gateways).await;
+    upstream.stop().await;
+}
+
+/// What a load run saw.
+#[derive(Debug, Default, serde::Serialize)]
+struct Counts {
+    sent: usize,
+    answered: usize,
+    ok: usize,
+    unavailable_503: usize,
+    other: Vec<u16>,
+    /// 401s on the session route: a session lost (must stay 0).
+    sessions_lost: usize,
+    plain_errors: usize,
+}
+
+#[tokio::test]
+async fn store_faults_under_load_lose_no_session() {
+    let mut f = fleet("fleet-faults", 3, 60, "closed").await;
+    assert_eq!(f.browser.log_in(&f.gw, "", "grace").await.status, 302);
+    let cookie = f.browser.cookie_header(&f.gw);
+    let urls: Vec<(String, String)> = f
+        .gateways
+        .iter()
+        .map(|g| (g.url("/api/session"), g.url("/healthz")))
+        .collect();
+    let run = |phase: &'static str, millis: u64| {
+        let (urls, cookie) = (urls.clone(), cookie.clone());
+        async move {
+            let counts = std::sync::Arc::new(std::sync::Mutex::new(Counts::default()));
+            let stop = Instant::now() + Duration::from_millis(millis);
+            let mut workers = tokio::task::JoinSet::new();
+            for w in 0..6 {
+                let (urls, cookie, counts) = (urls.clone(), cookie.clone(), counts.clone());
+                workers.spawn(async move {
+                    let mut i = w;
+                    while Instant::now() < stop {
+                        let (session_url, plain_url) = &urls[i % urls.len()];
+                        i += 1;
+                        let plain = i % 4 == 0;
+                        let url = if plain { plain_url } else { session_url };
+                        let req = request("GET", url, None)
+                            .header("cookie", cookie.as_str())
+                            .body(empty())
+                            .unwrap();
+                        let answer = send(&client(), req).await;
+                        let mut c = counts.lock().unwrap();
+                        c.sent += 1;
+                        c.answered += 1;
+                        match (plain, answer.status.as_u16()) {
+                            (true, 200) => c.ok += 1,
+                            (true, _) => c.plain_errors += 1,
+                            (false, 200) => c.ok += 1,
+                            (false, 503) => {
+                                assert_eq!(answer.header("retry-after"), Some("1"), "{phase}");
+                                c.unavailable_503 += 1;
+                            }
+                            (false, 401) => c.sessions_lost += 1,
+                            (false, other) => c.other.push(other),
+                        }
+                    }
+                });
+            }
+            while let Some(done) = workers.join_next().await {
+                done.unwrap();
+            }
+            std::sync::Arc::try_unwrap(counts)
+                .unwrap()
+                .into_inner()
+                .unwrap()
+        }
+    };
+    let back = |what: &'static str| {
+        let (url, cookie) = (urls[0].0.clone(), cookie.clone());
+        async move {
+            let since = Instant::now();
+            within(what, async {
+                loop {
+                    let req = request("GET", &url, None)
+                        .header("cookie", cookie.as_str())
+                        .body(empty())
+                        .unwrap();
+                    let status = send(&client(), req).await.status.as_u16();
+                    assert_ne!(status, 401, "{what}: the session was lost");
+                    if status == 200 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            })
+            .await;
+            since.elapsed()
+        }
+    };
+    let steady = run("steady", 500).await;
+    // Slowed past the timeout (DEBUG SLEEP 1 s): 503s while it lasts.
+    let stall = f.store.stall(1.0);
+    let stalled = run("store stalled 1 s", 1_500).await;
+    stall.await.unwrap();
+    let recovery_stall = back("the session route to answer after the stall").await;
+    // Killed mid-load, restarted a moment later (empty: no persistence in this test; the
+    // sessions are in their cookies, so nothing of them was in it).
+    f.store.kill().await;
+    let killed = run("store killed", 700).await;
+    f.store.restart(&[]).await;
+    let recovery_kill = back("the session route to answer after the restart").await;
+    let report = serde_json::json!({
+        "steady": steady,
+        "stalled": stalled,
+        "recovery_ms_after_stall": recovery_stall.as_millis(),
+        "killed": killed,
+        "recovery_ms_after_restart": recovery_kill.as_millis(),
+    });
+    std::fs::create_dir_all(concat!(env!("CARGO_MANIFEST_DIR"), "/target")).unwrap();
+    std::fs::write(
+        concat!(env!("CARGO_MANIFEST_DIR"), "/target/store-faults.json"),
+        serde_json::to_string_pretty(&report).unwrap(),
+    )
+    .unwrap();
+    for (phase, c) in [
+        ("steady", &steady),
+        ("stalled", &stalled),
+        ("killed", &killed),
+    ] {
+        assert_eq!(c.sent, c.answered, "{phase}: {report}");
+        assert_eq!(c.sessions_lost, 0, "{phase}: {report}");
+        assert_eq!(
+            c.plain_errors, 0,
+            "{phase}: plain routes keep working: {report}"
+        );
+        assert!(c.other.is_empty(), "{phase}: {report}");
+    }
+    assert_eq!(steady.unavailable_503, 0, "{report}");
+    assert!(stalled.unavailable_503 > 0, "{report}");
+    assert!(killed.unavailable_503 > 0, "{report}");
+    assert!(recovery_stall < Duration::from_secs(3), "{report}");
+    assert!(recovery_kill < Duration::from_secs(5), "{report}");
+    f.stop().await;
+}
