@@ -20,6 +20,9 @@
 //! - [`upstream`]: the HTTP/1.1 client towards upstreams, apart from the pipeline: the wire
 //!   format ([`upstream::h1`], pure), connections and TLS, the keep-alive pool (`is_reusable`),
 //!   one exchange per request, and the resend rule (`may_resend`);
+//! - [`store`]: the state instances share on Valkey/Redis (`[store]`): rate-limit buckets,
+//!   the refresh lock and its outcome, revocations, stored sessions; taken by the pipeline
+//!   right after admission and by the token handler;
 //! - [`error`]: [`ProxyError`], its status, fault and JSON body, in one place;
 //! - [`config`]: the TOML file model and its validation; [`cli`] and [`telemetry`] serve `main`;
 //! - [`demo`]: the built-in demo API and page behind `cookiegate demo`.
