@@ -761,6 +761,47 @@ mod tests {
     }
 
     #[test]
+    fn store_urls_are_checked_without_repeating_them() {
+        for good in [
+            "redis://127.0.0.1:6379/0",
+            "rediss://cache.internal:6380",
+            "redis://user@10.0.0.1:6379/2",
+        ] {
+            assert_eq!(check_url(good, false), Ok(()), "{good}");
+        }
+        assert_eq!(check_url("redis://10.0.0.1:7000", true), Ok(()));
+        let bad = [
+            ("127.0.0.1:6379", false, "must be a URL"),
+            ("http://127.0.0.1:6379", false, "scheme `http`"),
+            ("unix:///run/redis.sock", false, "scheme `unix`"),
+            ("redis://:hunter2@10.0.0.1:6379", false, "holds a password"),
+            (
+                "redis://user:hunter2@10.0.0.1:6379",
+                false,
+                "holds a password",
+            ),
+            ("redis://10.0.0.1:7000/3", true, "only database 0"),
+        ];
+        for (url, cluster, expected) in bad {
+            let problem = check_url(url, cluster).expect_err(url);
+            assert!(problem.contains(expected), "{url}: {problem}");
+            assert!(!problem.contains("hunter2"), "{url}: {problem}");
+        }
+    }
+
+    #[test]
+    fn failure_policies_and_session_storage_parse_their_spellings() {
+        for policy in [OnFailure::Closed, OnFailure::Open] {
+            assert_eq!(OnFailure::parse(policy.as_str()), Ok(policy));
+        }
+        for storage in [SessionStorage::Cookie, SessionStorage::Store] {
+            assert_eq!(SessionStorage::parse(storage.as_str()), Ok(storage));
+        }
+        assert!(OnFailure::parse("fail-open").is_err());
+        assert!(SessionStorage::parse("redis").is_err());
+    }
+
+    #[test]
     fn urls_lose_their_credentials_for_display() {
         assert_eq!(
             redact_url("redis://user:secret@10.0.0.1:6379/0"),
