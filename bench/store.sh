@@ -42,7 +42,7 @@ sed "s#@WORK@#$WORK#g" bench/targets/upstream-nginx.conf >"$WORK/upstream-nginx.
 PIDS=()
 cleanup() { for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; }
 trap cleanup EXIT
-started() { for _ in $(seq 100); do curl -fsS -o /dev/null "$1" 2>/dev/null && return; sleep 0.05; done; log "not up: $1"; exit 1; }
+started() { for _ in $(seq 400); do curl -fsS -o /dev/null "$1" 2>/dev/null && return; sleep 0.05; done; log "not up: $1"; exit 1; }
 
 setsid taskset -c 1 nginx -p "$WORK/upstream" -c "$WORK/upstream-nginx.conf" -e "$WORK/upstream/error.log" -g 'daemon off;' &
 PIDS+=($!)
@@ -61,7 +61,7 @@ http {
   upstream backend { server 127.0.0.1:18080; keepalive 64; }
   server {
     listen 127.0.0.1:18312;
-    location / {
+    location = /api {
       proxy_pass http://backend/echo;
       proxy_http_version 1.1;
       proxy_set_header Connection "";
@@ -71,7 +71,7 @@ http {
 NGINX
 setsid taskset -c 0 nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -e "$WORK/nginx/error.log" -g 'daemon off;' &
 PIDS+=($!)
-started http://127.0.0.1:18312/
+started http://127.0.0.1:18312/api
 
 # One cookiegate per limiter, both single-threaded on CPU 0 (never loaded at the same time).
 for kind in local store; do
@@ -83,23 +83,23 @@ for kind in local store; do
     if [ "$kind" = store ]; then
       printf '[store]\nurl = "redis://127.0.0.1:%s/0"\nkey_prefix = "bench:"\n' "$REDIS_PORT"
     fi
-    printf '[[routes]]\nprefix = "/"\nupstream = "http://127.0.0.1:18080/echo"\nauth = "none"\n'
+    printf '[[routes]]\nprefix = "/api"\nupstream = "http://127.0.0.1:18080/echo"\nauth = "none"\n'
   } >"$WORK/$kind.toml"
   setsid taskset -c 0 "$CG_BIN" --config "$WORK/$kind.toml" 2>"$WORK/$kind.log" &
   PIDS+=($!)
-  started "http://127.0.0.1:$port/"
+  started "http://127.0.0.1:$port/api"
 done
 
 # run PORT -> req/s
 run() {
   local out
-  out=$(taskset -c 1 wrk -t1 -c64 -d10s "http://127.0.0.1:$1/")
+  out=$(taskset -c 1 wrk -t1 -c64 -d10s "http://127.0.0.1:$1/api")
   if grep -q "Non-2xx" <<<"$out"; then log "non-2xx answers on :$1"; echo "$out" >&2; exit 1; fi
   awk '/Requests\/sec/ { printf "%.0f\n", $2 }' <<<"$out"
 }
 
 log "part 1: rate-limited small GETs, in-process limiter, store limiter, nginx; $ROUNDS rounds"
-for port in 18310 18311 18312; do taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/" >/dev/null; done
+for port in 18310 18311 18312; do taskset -c 1 wrk -t1 -c64 -d2s "http://127.0.0.1:$port/api" >/dev/null; done
 results=()
 for r in $(seq "$ROUNDS"); do
   for target in local:18310 store:18311 nginx:18312; do
