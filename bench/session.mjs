@@ -6,7 +6,9 @@
 //                                           the callback) and prints the session cookie, NAME=VALUE
 //   node bench/session.mjs burst URL COOKIE N
 //                                           sends N requests to URL with COOKIE, all at once, and
-//                                           prints JSON {"sent","ok","statuses":{...},"ms"}
+//                                           prints JSON {"sent","ok","statuses":{...},"ms"};
+//                                           URL may list several, comma-separated (several
+//                                           instances): the requests go round-robin
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
@@ -27,10 +29,11 @@ if (command === 'login') {
   const session = setCookies(done).filter((c) => !c.includes('-login.') && !c.endsWith('='));
   console.log(session.join('; '));
 } else if (command === 'burst') {
-  const [url, cookie, n] = args;
+  const [urls, cookie, n] = args;
+  const targets = urls.split(',');
   const started = performance.now();
-  const answers = await Promise.all(Array.from({ length: Number(n) }, () =>
-    fetch(url, { headers: { cookie } }).then(async (res) => { await res.arrayBuffer(); return res.status; },
+  const answers = await Promise.all(Array.from({ length: Number(n) }, (_, i) =>
+    fetch(targets[i % targets.length], { headers: { cookie } }).then(async (res) => { await res.arrayBuffer(); return res.status; },
       () => 'error')));
   const statuses = {};
   for (const status of answers) statuses[status] = (statuses[status] ?? 0) + 1;

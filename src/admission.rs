@@ -92,6 +92,20 @@ pub struct AuthRequest {
     pub(crate) endpoint: Endpoint,
     /// The request's session, when it carries a valid one.
     pub(crate) session: Option<Arc<Opened>>,
+    /// The rate-limit step left to the shared store (`[store]`), when there is one.
+    pub(crate) rate: Option<RatePending>,
+}
+
+/// A rate-limit step `admit` cannot take itself because its bucket is in the shared store
+/// (an async call): the pipeline takes it right after admission. So with `[store]`, a
+/// request over its size limit or without its cookie is refused before it is counted, where
+/// the in-process limiter counts it first; nothing else in the order changes.
+#[derive(Debug, Clone)]
+pub(crate) struct RatePending {
+    /// The bucket's store key: a hash of the client's IP and/or credential, never either.
+    pub(crate) store_key: String,
+    /// The in-process key, for `on_failure = "open"`.
+    pub(crate) local: crate::guard::rate_limit::ClientKey,
 }
 
 /// Everything the pipeline needs to forward an admitted request.
@@ -111,6 +125,8 @@ pub struct Forward<'c> {
     /// A WebSocket handshake, with the key its sockets are counted under (the session's or the
     /// cookie's fingerprint; `None` on routes without a credential).
     pub(crate) websocket: Option<Option<u64>>,
+    /// The rate-limit step left to the shared store, when there is one.
+    pub(crate) rate: Option<RatePending>,
 }
 
 /// The `Allow` value of the 405 for CONNECT and TRACE.
@@ -209,11 +225,12 @@ pub fn admit<'c>(
         _ => (extract_session(req.headers, &route.cookie), Ok(None)),
     };
     let credential = || match (&cookie, &session) {
-        (Ok(Some(token)), _) => Some(token.fingerprint()),
-        (_, Ok(Some(opened))) => Some(fingerprint(opened.session.id.as_bytes())),
+        (Ok(Some(token)), _) => Some(Credential::Token(token)),
+        (_, Ok(Some(opened))) => Some(Credential::Session(&opened.session.id)),
         _ => None,
     };
-    rate_limit(guards, &client, credential)?;
+    let rate = rate_limit(config, guards, &client, credential)?;
+    let credential = || credential().map(|c| c.fingerprint());
     let websocket = if websocket {
         let key = credential();
         if key.is_some_and(|key| guards.sockets.count(key) >= config.websocket.max_per_session) {
@@ -247,6 +264,7 @@ pub fn admit<'c>(
         bearer,
         session,
         websocket,
+        rate,
     }))
 }
 
@@ -277,8 +295,8 @@ fn admit_auth<'c>(
         Endpoint::User | Endpoint::Logout => session_of(settings, guards, req),
         _ => Ok(None),
     };
-    rate_limit(guards, &client, || match &session {
-        Ok(Some(opened)) => Some(fingerprint(opened.session.id.as_bytes())),
+    let rate = rate_limit(_config, guards, &client, || match &session {
+        Ok(Some(opened)) => Some(Credential::Session(&opened.session.id)),
         _ => None,
     })?;
     if endpoint == Endpoint::Backchannel
@@ -296,7 +314,11 @@ fn admit_auth<'c>(
         (_, Ok(session)) => session,
         (_, Err(_)) => None,
     };
-    Ok(Admitted::Auth(AuthRequest { endpoint, session }))
+    Ok(Admitted::Auth(AuthRequest {
+        endpoint,
+        session,
+        rate,
+    }))
 }
 
 fn check_framing(req: &Facts<'_>) -> Result<(), ProxyError> {
@@ -324,23 +346,81 @@ fn identify(config: &Config, req: &Facts<'_>) -> Client {
     )
 }
 
-/// Takes one request from the client's bucket. `session` gives the session's fingerprint; only
-/// a session-keyed limiter asks for it (a keyed hash is not free).
-fn rate_limit(
+/// What a client holds besides its IP: the route's cookie, or a token-handler session.
+enum Credential<'a> {
+    Token(&'a crate::auth::SessionToken),
+    Session(&'a str),
+}
+
+impl Credential<'_> {
+    /// Keyed per process: the in-process limiter's and the socket cap's key.
+    fn fingerprint(&self) -> u64 {
+        match self {
+            Self::Token(token) => token.fingerprint(),
+            Self::Session(id) => fingerprint(id.as_bytes()),
+        }
+    }
+
+    /// The same for every instance (the store's keys hash it once more).
+    fn shared(&self) -> [u8; 32] {
+        match self {
+            Self::Token(token) => token.digest(),
+            Self::Session(id) => {
+                let digest = ring::digest::digest(&ring::digest::SHA256, id.as_bytes());
+                let mut out = [0; 32];
+                out.copy_from_slice(digest.as_ref());
+                out
+            }
+        }
+    }
+}
+
+/// Takes one request from the client's bucket, or, with `[store]`, says which bucket the
+/// pipeline must take it from. `credential` is asked for only by a limiter keyed on it.
+fn rate_limit<'a>(
+    config: &Config,
     guards: &Guards,
     client: &Client,
-    session: impl FnOnce() -> Option<u64>,
-) -> Result<(), ProxyError> {
-    if let Some(limiter) = &guards.limiter {
-        let fingerprint = match limiter.key {
-            guard::rate_limit::KeyKind::Ip => None,
-            _ => session(),
-        };
-        limiter
-            .check(&limiter.key.key(client.ip, fingerprint))
-            .map_err(ProxyError::RateLimited)?;
+    credential: impl FnOnce() -> Option<Credential<'a>>,
+) -> Result<Option<RatePending>, ProxyError> {
+    let Some(limiter) = &guards.limiter else {
+        return Ok(None);
+    };
+    let credential = match limiter.key {
+        guard::rate_limit::KeyKind::Ip => None,
+        _ => credential(),
+    };
+    let local = limiter
+        .key
+        .key(client.ip, credential.as_ref().map(Credential::fingerprint));
+    if let Some(store) = &config.store {
+        let mut material = Vec::with_capacity(64);
+        match local {
+            guard::rate_limit::ClientKey::Ip(_) => {
+                material.extend_from_slice(b"ip ");
+                material.extend_from_slice(client.ip.to_string().as_bytes());
+            }
+            guard::rate_limit::ClientKey::Session(_) => {
+                material.extend_from_slice(b"credential ");
+            }
+            guard::rate_limit::ClientKey::IpSession(..) => {
+                material.extend_from_slice(b"ip+credential ");
+                material.extend_from_slice(client.ip.to_string().as_bytes());
+                material.push(b' ');
+            }
+        }
+        if !matches!(local, guard::rate_limit::ClientKey::Ip(_)) {
+            if let Some(credential) = &credential {
+                material.extend_from_slice(&credential.shared());
+            }
+        }
+        return Ok(Some(RatePending {
+            store_key: crate::store::key(&store.settings.key_prefix, "rl", &material),
+            local,
+        }));
     }
-    Ok(())
+    limiter.check(&local).map_err(ProxyError::RateLimited)?;
+    Ok(None)
 }
 
 /// The request's session on a session route: `Ok(None)` without a session cookie; an

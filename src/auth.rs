@@ -112,6 +112,15 @@ impl SessionToken {
         header
     }
 
+    /// SHA-256 of the token: the same in every instance, for keys in the shared store (which
+    /// hash it again with what else names the key).
+    pub(crate) fn digest(&self) -> [u8; 32] {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &self.0);
+        let mut out = [0; 32];
+        out.copy_from_slice(digest.as_ref());
+        out
+    }
+
     /// A stable, non-reversible fingerprint, for rate limiting by session and for tests.
     pub fn fingerprint(&self) -> u64 {
         use std::hash::{BuildHasher, Hasher};

@@ -62,6 +62,8 @@ pub struct Config {
     pub websocket: WebSocketSettings,
     /// `[tls]`, when the listener ends TLS itself.
     pub tls: Option<TlsSettings>,
+    /// `[store]`, when instances share their state on Valkey/Redis.
+    pub store: Option<StoreConfig>,
 }
 
 /// `[tls]`, validated: both files were read, parsed and found to belong together.
@@ -110,6 +112,32 @@ impl LogFormat {
 pub struct MetricsSettings {
     /// Where `GET /metrics` is served.
     pub listen: SocketAddr,
+}
+
+/// `[store]`, validated.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Where the store is and how to talk to it.
+    pub settings: crate::store::StoreSettings,
+    /// What a request that needs the store gets while it fails.
+    pub on_failure: crate::store::OnFailure,
+    /// Where a session's tokens live.
+    pub sessions: crate::store::SessionStorage,
+}
+
+impl StoreConfig {
+    /// Whether `other` is the same store used the same way (a reload then keeps the client
+    /// and its connections).
+    pub(crate) fn is_same(&self, other: &Self) -> bool {
+        let (a, b) = (&self.settings, &other.settings);
+        a.urls == b.urls
+            && a.cluster == b.cluster
+            && a.password == b.password
+            && a.key_prefix == b.key_prefix
+            && a.timeout == b.timeout
+            && self.on_failure == other.on_failure
+            && self.sessions == other.sessions
+    }
 }
 
 /// `[websocket]`, validated.

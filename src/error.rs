@@ -121,6 +121,10 @@ pub enum ProxyError {
     /// The session (or cookie) has `max_per_session` sockets open already.
     #[error("too many websockets")]
     TooManySockets,
+    /// The shared store (`[store]`) failed and `on_failure = "closed"`: what needs it waits
+    /// for it (`Retry-After`); the session is left as it was.
+    #[error("shared state unavailable")]
+    StoreUnavailable(#[source] crate::store::StoreError),
     /// Another error, answered with cookies set or cleared (a login state used up, a session
     /// that ended): the error's own status and body, plus these `Set-Cookie` fields.
     #[error("{error}")]
@@ -160,6 +164,7 @@ impl ProxyError {
             Self::WebSocketRoute => StatusCode::BAD_REQUEST,
             Self::WebSocketOrigin(_) => StatusCode::FORBIDDEN,
             Self::TooManySockets => StatusCode::TOO_MANY_REQUESTS,
+            Self::StoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -171,7 +176,8 @@ impl ProxyError {
             | Self::IdpUnreachable(_)
             | Self::IdpTimeout
             | Self::IdpUnavailable
-            | Self::IdpInvalid(_) => Fault::Upstream,
+            | Self::IdpInvalid(_)
+            | Self::StoreUnavailable(_) => Fault::Upstream,
             Self::TooManyConnections | Self::Internal(_) => Fault::Internal,
             Self::WithCookies { error, .. } => error.fault(),
             Self::SessionExpired
@@ -225,7 +231,7 @@ impl ProxyError {
             Self::IdpUnavailable => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("5"));
             }
-            Self::TooManyConnections => {
+            Self::TooManyConnections | Self::StoreUnavailable(_) => {
                 headers.insert(RETRY_AFTER, HeaderValue::from_static("1"));
                 headers.insert(CONNECTION, HeaderValue::from_static("close"));
             }
@@ -395,6 +401,11 @@ mod tests {
                 "websocket origin refused",
             ),
             (ProxyError::TooManySockets, 429, "too many websockets"),
+            (
+                ProxyError::StoreUnavailable(crate::store::StoreError::Failed(secret.into())),
+                503,
+                "shared state unavailable",
+            ),
             (ProxyError::LoginFailed("secret"), 400, "login failed"),
             (
                 ProxyError::BadLogoutToken("secret"),

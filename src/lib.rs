@@ -22,6 +22,9 @@
 //! - [`upstream`]: the HTTP/1.1 client towards upstreams, apart from the pipeline: the wire
 //!   format ([`upstream::h1`], pure), connections and TLS, the keep-alive pool (`is_reusable`),
 //!   one exchange per request, and the resend rule (`may_resend`);
+//! - [`store`]: the state instances share on Valkey/Redis (`[store]`): rate-limit buckets,
+//!   the refresh lock and its outcome, revocations, stored sessions; taken by the pipeline
+//!   right after admission and by the token handler;
 //! - [`error`]: [`ProxyError`], its status, fault and JSON body, in one place;
 //! - [`telemetry`]: logging setup (text or JSON), request ids (`X-Request-Id`), the refusal and
 //!   upstream failure lines, and the Prometheus metrics with their own listener;
@@ -41,6 +44,7 @@ pub mod guard;
 pub mod proxy;
 pub mod routing;
 pub mod server;
+pub mod store;
 pub mod telemetry;
 pub mod trust;
 pub mod upstream;

@@ -183,6 +183,9 @@ async fn proxy<'c>(
             0
         },
     };
+    if state.shared.is_some() {
+        load_stored_session(state, req.uri().path(), req.headers()).await?;
+    }
     let forward = match admission::admit(config, &state.guards, &facts) {
         // Probes stay out of the access log and the metrics: they would drown them.
         Ok(Admitted::Health) => {
@@ -197,18 +200,30 @@ async fn proxy<'c>(
             }
             return Ok(fixed(error::readiness(state.not_ready())));
         }
-        Ok(Admitted::Auth(auth)) => {
+        Ok(Admitted::Auth(mut auth)) => {
             if let Some(log) = log {
                 log.set_auth();
             }
             seen.path = Some(req.uri().path().into());
+            take_rate(state, auth.rate.take()).await?;
+            if let Err(refused) = check_revoked(state, auth.session.as_ref(), req.headers()).await {
+                match auth.endpoint {
+                    // Logging out a session already ended elsewhere still clears its cookie.
+                    Endpoint::Logout if refused.status() == StatusCode::UNAUTHORIZED => {
+                        auth.session = None;
+                    }
+                    _ => return Err(refused),
+                }
+            }
             return token_endpoint(state, auth, req, log).await;
         }
-        Ok(Admitted::Forward(forward)) => {
+        Ok(Admitted::Forward(mut forward)) => {
             if let Some(log) = log {
                 log.set_route(forward.route);
             }
             seen.route = Some(forward.route);
+            take_rate(state, forward.rate.take()).await?;
+            check_revoked(state, forward.session.as_ref(), req.headers()).await?;
             forward
         }
         Err(err) => {
@@ -304,6 +319,84 @@ async fn proxy<'c>(
         request_id,
         log,
     ))
+}
+
+/// With `[store] sessions = "store"`, a session route's (or token endpoint's) session is read
+/// from the store before admission, which then opens it like a cookie's
+/// ([`TokenHandler::load_stored`]). Other routes never wait for the store.
+async fn load_stored_session(
+    state: &AppState,
+    path: &str,
+    headers: &http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let (Some(tokens), Some(settings)) = (&state.tokens, &state.config.session) else {
+        return Ok(());
+    };
+    let wanted = Endpoint::find(path, settings).is_some()
+        || state
+            .config
+            .routes
+            .find(path)
+            .is_some_and(|(route, _)| route.auth == crate::auth::AuthMode::Session);
+    if wanted {
+        tokens.load_stored(&state.guards.opened, headers).await?;
+    }
+    Ok(())
+}
+
+/// The rate-limit step `admit` left to the shared store: one GCRA step there, or this
+/// instance's own limiter while the store fails and `on_failure = "open"`.
+async fn take_rate(
+    state: &AppState,
+    pending: Option<admission::RatePending>,
+) -> Result<(), ProxyError> {
+    let (Some(pending), Some(shared), Some(settings)) =
+        (pending, &state.shared, &state.config.rate_limit)
+    else {
+        return Ok(());
+    };
+    let interval = std::time::Duration::from_secs(1) / settings.per_second.get();
+    let answer = shared
+        .store
+        .rate_limit(&pending.store_key, interval, settings.burst.get())
+        .await;
+    match shared.settle("rate limit", answer)? {
+        Some(None) => Ok(()),
+        Some(Some(wait)) => Err(ProxyError::RateLimited(wait)),
+        None => match &state.guards.limiter {
+            Some(limiter) => limiter
+                .check(&pending.local)
+                .map_err(ProxyError::RateLimited),
+            None => Ok(()),
+        },
+    }
+}
+
+/// The session's revocation as every instance knows it (`[store]`): admission checked this
+/// instance's own list; a session logged out on another instance is refused here the same way
+/// (401, the cookie cleared).
+async fn check_revoked(
+    state: &AppState,
+    session: Option<&Arc<crate::auth::opened::Opened>>,
+    headers: &http::HeaderMap,
+) -> Result<(), ProxyError> {
+    let (Some(opened), Some(shared), Some(settings)) =
+        (session, &state.shared, &state.config.session)
+    else {
+        return Ok(());
+    };
+    let revoked = shared
+        .is_revoked(crate::auth::oidc::session_ref(&opened.session))
+        .await;
+    match shared.settle("revocation check", revoked)? {
+        Some(true) => Err(ProxyError::WithCookies {
+            error: Box::new(ProxyError::MissingSession),
+            cookies: crate::auth::oidc::TokenHandler::clear_session(settings, headers),
+        }),
+        // False, or the store failed with `on_failure = "open"`: this instance's own list,
+        // already checked, decides.
+        Some(false) | None => Ok(()),
+    }
 }
 
 /// An upstream's answer as the client gets it: hop-by-hop and internal fields off, a refreshed

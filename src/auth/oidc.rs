@@ -34,7 +34,7 @@ use super::CookieName;
 use super::jwt::{AlgSet, JtiCache, Jwks, JwtError, TokenPolicy};
 use super::opened::{Opened, OpenedCache};
 use super::refresh::{self, Outcome, Refresher};
-use super::revocation::{Revocations, SessionRef};
+use super::revocation::{Revocations, Revoke, SessionRef};
 use super::session::chunk::{self, CookieAttrs, SameSite};
 use super::session::{Session, SessionKeys};
 use crate::config::SessionSettings;
@@ -309,6 +309,9 @@ pub(crate) struct TokenHandler {
     /// Used login states and seen logout tokens, kept across reloads.
     memory: Arc<LoginMemory>,
     refresher: Refresher,
+    /// The state shared with other instances (`[store]`): revocations, logout-token `jti`s,
+    /// the refresh lock and its outcome.
+    shared: Option<Arc<crate::store::SharedState>>,
 }
 
 /// What the token handler remembers to refuse replays: used login states and seen logout
@@ -375,6 +378,7 @@ impl TokenHandler {
                 }
                 _ => Refresher::default(),
             },
+            shared: None,
             settings,
         }
     }
@@ -414,6 +418,12 @@ impl TokenHandler {
             tokio::time::sleep(wait).await;
             wait = (wait * 2).min(Duration::from_secs(30));
         }
+    }
+
+    /// The same, sharing its revocations and refreshes with other instances through `shared`.
+    pub(crate) fn with_shared(mut self, shared: Option<Arc<crate::store::SharedState>>) -> Self {
+        self.shared = shared;
+        self
     }
 
     fn keys(&self) -> &SessionKeys {
@@ -456,6 +466,62 @@ impl TokenHandler {
         Ok(Some(opened))
     }
 
+    /// With sessions in the store: reads the session the request's handle names into `cache`,
+    /// where admission opens it as it opens a cookie's (and drops a cached one the store no
+    /// longer has: logged out or expired, so admission refuses the cookie). Read on every
+    /// request of a session route, since another instance may have refreshed it. A store that
+    /// fails is a 503 whatever `on_failure` says: the tokens are nowhere else, and refusing
+    /// the cookie would log the user out.
+    ///
+    /// # Errors
+    /// [`ProxyError::StoreUnavailable`].
+    pub(crate) async fn load_stored(
+        &self,
+        cache: &OpenedCache,
+        headers: &HeaderMap,
+    ) -> Result<(), ProxyError> {
+        let Some(shared) = self.session_store() else {
+            return Ok(());
+        };
+        let Ok(Some(handle)) = chunk::assemble(headers, &self.settings.cookie) else {
+            return Ok(());
+        };
+        if !super::session::is_handle(&handle) {
+            return Ok(());
+        }
+        let found = shared.get_session(&handle).await;
+        let Some(found) = shared.settle("session read", found)? else {
+            return Err(ProxyError::StoreUnavailable(
+                crate::store::StoreError::Failed(
+                    "the session's tokens are only in the store".into(),
+                ),
+            ));
+        };
+        let opened = found
+            .and_then(|bytes| String::from_utf8(bytes).ok())
+            .and_then(|sealed| {
+                let session = Session::open(self.keys(), &self.settings.cookie, &sealed).ok()?;
+                let bearer = bearer(&session.access_token).ok()?;
+                Some((sealed, Opened { session, bearer }))
+            });
+        match opened {
+            Some((sealed, opened)) => {
+                if !self.keys().sealed_with_first(&sealed) {
+                    // Sealed with an older key: sealed again with the first, so the session
+                    // outlives the old key's removal (best effort; tried again next time).
+                    if let Ok(again) = opened.session.seal(self.keys(), &self.settings.cookie) {
+                        let _ = shared
+                            .put_session(&handle, again.as_str(), opened.session.expires_at)
+                            .await;
+                    }
+                }
+                cache.insert(&handle, Arc::new(opened));
+            }
+            None => cache.remove(&handle),
+        }
+        Ok(())
+    }
+
     /// `Set-Cookie` values that delete every session cookie the request carries.
     pub(crate) fn clear_session(
         settings: &SessionSettings,
@@ -469,16 +535,48 @@ impl TokenHandler {
         chunk::clear_cookie_headers(request, &settings.cookie, &[], &attrs)
     }
 
+    /// The shared store, when sessions' tokens live there (`[store] sessions = "store"`).
+    fn session_store(&self) -> Option<&Arc<crate::store::SharedState>> {
+        self.shared
+            .as_ref()
+            .filter(|s| s.sessions == crate::store::SessionStorage::Store)
+    }
+
     /// `Set-Cookie` values carrying `session`, deleting chunks of an older, larger one.
-    fn set_session(
+    ///
+    /// With sessions in the store, the session goes there, sealed, and the cookie carries its
+    /// handle: a new one at login (`fresh`: a handle the browser held before is never reused,
+    /// or a planted cookie would name the victim's session), the browser's own after a
+    /// refresh. If the store fails with `on_failure = "open"`, the session goes in the cookie
+    /// as without a store (both kinds open).
+    async fn set_session(
         &self,
         session: &Session,
         request: &HeaderMap,
+        fresh: bool,
     ) -> Result<Vec<HeaderValue>, ProxyError> {
         let sealed = session
             .seal(self.keys(), &self.settings.cookie)
             .map_err(|_| ProxyError::Internal("sealing the session failed"))?;
-        let chunks = chunk::split(&self.settings.cookie, &sealed);
+        let mut chunks = None;
+        if let Some(shared) = self.session_store() {
+            let held = chunk::assemble(request, &self.settings.cookie)
+                .ok()
+                .flatten()
+                .filter(|value| !fresh && super::session::is_handle(value));
+            let handle = match held {
+                Some(handle) => handle,
+                None => super::session::new_handle()
+                    .map_err(|_| ProxyError::Internal("the random generator failed"))?,
+            };
+            let stored = shared
+                .put_session(&handle, sealed.as_str(), session.expires_at)
+                .await;
+            if shared.settle("session write", stored)?.is_some() {
+                chunks = Some(chunk::handle(&self.settings.cookie, &handle));
+            }
+        }
+        let chunks = chunks.unwrap_or_else(|| chunk::split(&self.settings.cookie, &sealed));
         let lifetime = Duration::from_secs(session.expires_at.saturating_sub(now()));
         let attrs = self.cookie_attrs(lifetime);
         let mut cookies = chunk::set_cookie_headers(&chunks, &attrs);
@@ -913,7 +1011,10 @@ impl TokenHandler {
             issued_at: now,
             expires_at: now.saturating_add(max_age),
         };
-        let mut cookies = self.set_session(&session, request).map_err(with_clear)?;
+        let mut cookies = self
+            .set_session(&session, request, true)
+            .await
+            .map_err(with_clear)?;
         cookies.extend(clear_login);
         redirect(&login.return_to, cookies)
     }
@@ -990,6 +1091,16 @@ impl TokenHandler {
         request: &HeaderMap,
     ) -> Result<Response<Bytes>, ProxyError> {
         let cookies = Self::clear_session(&self.settings, request);
+        // A handle's entry goes whatever it holds (even a session this instance cannot open).
+        if let Some(shared) = self.session_store() {
+            if let Some(handle) = chunk::assemble(request, &self.settings.cookie)
+                .ok()
+                .flatten()
+                .filter(|value| super::session::is_handle(value))
+            {
+                shared.settle("logout", shared.delete_session(&handle).await)?;
+            }
+        }
         let Some(opened) = session else {
             return json_response(
                 StatusCode::OK,
@@ -998,7 +1109,18 @@ impl TokenHandler {
             );
         };
         let session = &opened.session;
-        revocations.revoke_session(&session.id, session.expires_at);
+        let revoke = Revoke::Session {
+            id: &session.id,
+            until: session.expires_at,
+        };
+        // Other instances first: with `on_failure = "closed"`, a store that fails answers 503
+        // before anything changed (the cookie stays, the user tries again) rather than a
+        // logout that holds on this instance only.
+        if let Some(shared) = &self.shared {
+            shared.settle("logout", shared.revoke(revoke).await)?;
+        }
+
+        revocations.apply(revoke);
         // The cookie is refused from now on whatever the IdP says; without a provider (IdP
         // down) there is no logout URL and no revocation, and the logout still holds here.
         let provider = self.provider(client).await.ok();
@@ -1056,6 +1178,32 @@ impl TokenHandler {
             })
             .await?
             .map_err(|_| ProxyError::BadLogoutToken("the logout token is not valid"))?;
+        let until = now + self.settings.max_age.as_secs();
+        let revoke = match (&logout.sid, &logout.sub) {
+            (Some(sid), _) => Revoke::Sid {
+                sid,
+                at: now,
+                until,
+            },
+            (None, Some(sub)) => Revoke::Sub {
+                sub,
+                at: now,
+                until,
+            },
+            (None, None) => {
+                return Err(ProxyError::BadLogoutToken(
+                    "the logout token names no session",
+                ));
+            }
+        };
+        // Every instance's replay check and revocation in one step of the store; then this
+        // instance's own (which also answers while the store fails with `on_failure = "open"`).
+        if let Some(shared) = &self.shared {
+            let first = shared.backchannel_logout(revoke, &logout.jti, logout.acceptable_until);
+            if shared.settle("back-channel logout", first.await)? == Some(false) {
+                return Err(ProxyError::BadLogoutToken("the logout token was replayed"));
+            }
+        }
         let fresh = self
             .memory
             .jtis
@@ -1065,16 +1213,7 @@ impl TokenHandler {
         if !fresh {
             return Err(ProxyError::BadLogoutToken("the logout token was replayed"));
         }
-        let until = now + self.settings.max_age.as_secs();
-        match (&logout.sid, &logout.sub) {
-            (Some(sid), _) => revocations.revoke_sid(sid, now, until),
-            (None, Some(sub)) => revocations.revoke_sub(sub, now, until),
-            (None, None) => {
-                return Err(ProxyError::BadLogoutToken(
-                    "the logout token names no session",
-                ));
-            }
-        }
+        revocations.apply(revoke);
         let mut res = Response::new(Bytes::new());
         res.headers_mut()
             .insert(CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -1105,26 +1244,49 @@ impl TokenHandler {
             if session.access_expires_at > now {
                 return Ok((opened.bearer.clone(), Vec::new()));
             }
-            return Err(self.expired(revocations, session, request));
+            return Err(self.expired(revocations, session, request).await);
         };
         let provider = self.provider(client).await?;
+        let token_key = refresh::key_of(&refresh_token);
+        let parts = self.call_parts(client);
         let outcome = self
             .refresher
-            .refresh(refresh::key_of(&refresh_token), self.timeout, || {
-                refresh_task(
-                    self.call_parts(client),
+            .refresh(token_key, self.timeout, || {
+                let hold = parts.timeout + Duration::from_secs(5);
+                let redeem = refresh_task(
+                    parts,
                     provider.token_endpoint.clone(),
                     session.clone(),
                     refresh_token.clone(),
-                )
+                );
+                let shared = self.shared.clone();
+                let sealer = refresh::Sealer {
+                    keys: self.settings.keys.clone(),
+                    cookie: self.settings.cookie.clone(),
+                };
+                let id = session.id.clone();
+                async move {
+                    match shared {
+                        Some(shared) => {
+                            refresh::across_instances(shared, sealer, id, token_key, hold, || {
+                                redeem
+                            })
+                            .await
+                        }
+                        None => redeem.await,
+                    }
+                }
             })
             .await;
         match outcome {
             Outcome::Refreshed(new) => {
-                let cookies = self.set_session(&new, request)?;
+                let cookies = self.set_session(&new, request, false).await?;
                 Ok((bearer(&new.access_token)?, cookies))
             }
-            Outcome::Expired => Err(self.expired(revocations, session, request)),
+            Outcome::Expired => Err(self.expired(revocations, session, request).await),
+            Outcome::StoreFailed => Err(ProxyError::StoreUnavailable(
+                crate::store::StoreError::Failed("the refresh lock could not be taken".into()),
+            )),
             Outcome::Failed(504) => Err(ProxyError::IdpTimeout),
             Outcome::Failed(503) => Err(ProxyError::IdpUnavailable),
             Outcome::Failed(_) => Err(ProxyError::IdpUnreachable(
@@ -1133,13 +1295,23 @@ impl TokenHandler {
         }
     }
 
-    fn expired(
+    /// The session is over (the IdP no longer knows its grant): refused from now on, here and,
+    /// with `[store]`, on every instance (best effort: the others learn it from the IdP on
+    /// their own next refresh anyway).
+    async fn expired(
         &self,
         revocations: &Revocations,
         session: &Session,
         request: &HeaderMap,
     ) -> ProxyError {
-        revocations.revoke_session(&session.id, session.expires_at);
+        let revoke = Revoke::Session {
+            id: &session.id,
+            until: session.expires_at,
+        };
+        if let Some(shared) = &self.shared {
+            let _ = shared.settle("session end", shared.revoke(revoke).await);
+        }
+        revocations.apply(revoke);
         ProxyError::WithCookies {
             error: Box::new(ProxyError::SessionExpired),
             cookies: Self::clear_session(&self.settings, request),

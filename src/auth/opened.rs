@@ -65,6 +65,13 @@ impl OpenedCache {
         map.insert(key, (value.into(), opened));
     }
 
+    /// Forgets the session of `value` (gone from the shared store).
+    pub(crate) fn remove(&self, value: &str) {
+        if let Some(key) = key_of(value) {
+            self.lock().remove(&key);
+        }
+    }
+
     /// Drops sessions whose absolute lifetime ended by `now`.
     pub(crate) fn sweep(&self, now: u64) {
         self.lock()

@@ -36,6 +36,9 @@ pub(crate) enum Outcome {
     Expired,
     /// The IdP failed; the status to answer with (502, 503 or 504). Not kept.
     Failed(u16),
+    /// The shared store failed with `on_failure = "closed"`: no refresh was tried (without
+    /// the lock, another instance might redeem the same token). Not kept.
+    StoreFailed,
 }
 
 /// A refresh token, as its SHA-256: the key of the flight and of the grace entry.
@@ -106,7 +109,7 @@ impl Refresher {
                         let mut table = lock(&shared);
                         table.flying.remove(&key);
                         landing.landed = true;
-                        if !matches!(outcome, Outcome::Failed(_)) {
+                        if !matches!(outcome, Outcome::Failed(_) | Outcome::StoreFailed) {
                             table
                                 .landed
                                 .insert(key, (outcome.clone(), Instant::now() + GRACE));
@@ -139,6 +142,130 @@ impl Refresher {
         lock(&self.table)
             .landed
             .retain(|_, (_, until)| *until > now);
+    }
+}
+
+/// How often an instance waiting for another's refresh looks for its outcome.
+const POLL: Duration = Duration::from_millis(20);
+
+/// What an outcome left in the store for the other instances says about an ended grant.
+const EXPIRED: &[u8] = b"expired";
+
+/// A refresh that every instance takes part in (`[store]`): this instance's flight (one per
+/// process, [`Refresher`]) first takes the session's lock in the store, so one grant is
+/// redeemed across all instances, and leaves its outcome there for [`GRACE`].
+///
+/// 1. An outcome another instance left for this refresh token: taken, no grant.
+/// 2. The lock (`SET NX PX`, for `hold`, longer than the IdP call can take): taken, the store
+///    is read again (the holder before us may have landed just now), then `run` redeems the
+///    token, the outcome is left in the store (sealed with the session keys, like the
+///    cookie), and the lock released (only if still ours).
+/// 3. Held by another instance: wait for its outcome, looking every [`POLL`]; if the lock
+///    goes away without one (that instance died or its IdP call failed), try to take it.
+///
+/// A store failure is settled by `on_failure`: `closed` gives [`Outcome::StoreFailed`]
+/// (nothing redeemed; the session is left as it was), `open` runs the refresh with this
+/// process's single flight only.
+pub(crate) async fn across_instances<F, Fut>(
+    shared: Arc<crate::store::SharedState>,
+    seal: Sealer,
+    session_id: String,
+    token_key: TokenKey,
+    hold: Duration,
+    run: F,
+) -> Outcome
+where
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Outcome>,
+{
+    let (lock_key, outcome_key) = shared.refresh_keys(&session_id, &token_key);
+    let store = &shared.store;
+    let mut token = [0u8; 16];
+    if ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut token).is_err() {
+        return Outcome::Failed(502);
+    }
+    let deadline = Instant::now() + hold;
+    let fallback = |err| match shared.settle("token refresh", Err::<(), _>(err)) {
+        Err(_) => None,
+        Ok(_) => Some(()),
+    };
+    loop {
+        match store.get(&outcome_key).await {
+            Ok(Some(left)) => return seal.read(&left),
+            Ok(None) => {}
+            Err(err) => {
+                return match fallback(err) {
+                    Some(()) => run().await,
+                    None => Outcome::StoreFailed,
+                };
+            }
+        }
+        match store.try_lock(&lock_key, &token, hold).await {
+            Ok(true) => {
+                let left = store.get(&outcome_key).await;
+                if let Ok(Some(left)) = left {
+                    let _ = store.unlock(&lock_key, &token).await;
+                    return seal.read(&left);
+                }
+                let outcome = run().await;
+                let keep = match &outcome {
+                    Outcome::Refreshed(session) => seal.write(session),
+                    Outcome::Expired => Some(EXPIRED.to_vec()),
+                    Outcome::Failed(_) | Outcome::StoreFailed => None,
+                };
+                if let Some(keep) = keep {
+                    // Lost, the others would wait for the lock to go and then redeem the
+                    // consumed token: say so loudly (the grant may be revoked).
+                    if let Err(err) = store.put(&outcome_key, &keep, GRACE).await {
+                        tracing::error!(error = %err, "a refresh's outcome could not be left in the shared store");
+                    }
+                }
+                let _ = store.unlock(&lock_key, &token).await;
+                return outcome;
+            }
+            Ok(false) => {}
+            Err(err) => {
+                return match fallback(err) {
+                    Some(()) => run().await,
+                    None => Outcome::StoreFailed,
+                };
+            }
+        }
+        if Instant::now() >= deadline {
+            return Outcome::Failed(504);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Seals a refresh's outcome for the store with the session keys (the cookie's own sealing:
+/// the store never holds a token in the clear), and opens it.
+#[derive(Clone)]
+pub(crate) struct Sealer {
+    pub(crate) keys: Arc<super::session::SessionKeys>,
+    pub(crate) cookie: super::CookieName,
+}
+
+impl Sealer {
+    fn write(&self, session: &Session) -> Option<Vec<u8>> {
+        session
+            .seal(&self.keys, &self.cookie)
+            .ok()
+            .map(|sealed| sealed.as_str().as_bytes().to_vec())
+    }
+
+    fn read(&self, left: &[u8]) -> Outcome {
+        if left == EXPIRED {
+            return Outcome::Expired;
+        }
+        match std::str::from_utf8(left)
+            .ok()
+            .and_then(|text| Session::open(&self.keys, &self.cookie, text).ok())
+        {
+            Some(session) => Outcome::Refreshed(Arc::new(session)),
+            // Sealed with a key no longer configured: as a failed refresh (tried again).
+            None => Outcome::Failed(502),
+        }
     }
 }
 

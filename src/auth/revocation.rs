@@ -37,7 +37,27 @@ pub(crate) struct SessionRef<'a> {
     pub(crate) issued_at: u64,
 }
 
+/// One revocation, as recorded here and in the shared store.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Revoke<'a> {
+    /// Session `id` (cookiegate's), until its absolute expiry.
+    Session { id: &'a str, until: u64 },
+    /// Every session of IdP session `sid` created up to `at`.
+    Sid { sid: &'a str, at: u64, until: u64 },
+    /// Every session of user `sub` created up to `at`.
+    Sub { sub: &'a str, at: u64, until: u64 },
+}
+
 impl Revocations {
+    /// Records `revoke`.
+    pub(crate) fn apply(&self, revoke: Revoke<'_>) {
+        match revoke {
+            Revoke::Session { id, until } => self.revoke_session(id, until),
+            Revoke::Sid { sid, at, until } => self.revoke_sid(sid, at, until),
+            Revoke::Sub { sub, at, until } => self.revoke_sub(sub, at, until),
+        }
+    }
+
     /// Ends session `id`; remembered until `until` (its absolute expiry).
     pub(crate) fn revoke_session(&self, id: &str, until: u64) {
         self.lock().sessions.insert(id.to_string(), until);

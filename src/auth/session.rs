@@ -154,6 +154,15 @@ impl SessionKeys {
         }
     }
 
+    /// Whether `sealed` (from [`seal`]) was sealed with the first key: when not, it opens
+    /// with an older key and should be sealed again before that key is dropped.
+    pub(crate) fn sealed_with_first(&self, sealed: &str) -> bool {
+        let head = sealed.get(..8).unwrap_or("");
+        URL_SAFE_NO_PAD
+            .decode(head)
+            .is_ok_and(|bytes| bytes.len() == 6 && bytes[1..1 + KEY_ID_LEN] == self.first.id)
+    }
+
     /// How many keys there are (the first seals).
     pub(crate) fn len(&self) -> usize {
         1 + self.rest.len()
@@ -366,6 +375,33 @@ pub(crate) struct Session {
     /// The absolute end of the session (`issued_at + max_age`), unix seconds; refreshing does
     /// not move it.
     pub(crate) expires_at: u64,
+}
+
+/// Length of a session handle: 32 bytes in base64url without padding.
+const HANDLE_LEN: usize = 43;
+
+/// A fresh session handle for `[store] sessions = "store"`: the cookie's whole value, naming
+/// the session's entry in the store. 256 bits from the system random generator, base64url, so
+/// it is a cookie-octet string and cannot be guessed; unlike [`Session::id`] it is a secret
+/// (the cookie), and only its hash is ever used as a store key.
+///
+/// # Errors
+/// [`SealError::Random`] when the system random generator fails.
+pub(crate) fn new_handle() -> Result<String, SealError> {
+    let mut bytes = Zeroizing::new([0u8; 32]);
+    SystemRandom::new()
+        .fill(&mut *bytes)
+        .map_err(|_| SealError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(*bytes))
+}
+
+/// Whether a session cookie's value is a handle (43 base64url characters) rather than a sealed
+/// session, which is always longer (its header and tag alone are 44 characters).
+pub(crate) fn is_handle(value: &str) -> bool {
+    value.len() == HANDLE_LEN
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 impl Session {

@@ -53,6 +53,25 @@ impl Config {
             }
             None => out.push_str("rate_limit off\n"),
         }
+        if let Some(store) = &self.store {
+            let s = &store.settings;
+            let nodes: Vec<String> = s.urls.iter().map(|u| crate::store::redact_url(u)).collect();
+            let _ = writeln!(
+                out,
+                "store {}{} (prefix {}, timeout {}, on_failure {}, sessions in the {}{})",
+                if s.cluster { "cluster " } else { "" },
+                nodes.join(" "),
+                s.key_prefix,
+                humantime::format_duration(s.timeout),
+                store.on_failure.as_str(),
+                store.sessions.as_str(),
+                if s.password.is_some() {
+                    ", password from the environment"
+                } else {
+                    ""
+                },
+            );
+        }
         if let Some(session) = &self.session {
             let oidc = &session.oidc;
             let _ = writeln!(

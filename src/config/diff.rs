@@ -36,6 +36,17 @@ impl Config {
             format!("`{}`", running.log_level),
             format!("`{}`", self.log_level),
         );
+        differs(
+            "log.format",
+            running.log.format.as_str().to_string(),
+            self.log.format.as_str().to_string(),
+        );
+        // The metrics listener is bound once, and its registry outlives every config.
+        let metrics = |c: &Config| {
+            c.metrics
+                .map_or("off".to_string(), |m| m.listen.to_string())
+        };
+        differs("metrics.listen", metrics(running), metrics(self));
         lines
     }
 }

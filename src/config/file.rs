@@ -67,6 +67,10 @@ pub const DEFAULT_WS_IDLE_TIMEOUT: &str = "5m";
 pub const DEFAULT_WS_MAX_LIFETIME: &str = "24h";
 /// Default cap on open WebSockets per session.
 pub const DEFAULT_WS_MAX_PER_SESSION: usize = 16;
+/// Default prefix of every key cookiegate writes in the store.
+pub const DEFAULT_STORE_KEY_PREFIX: &str = "cookiegate:";
+/// Default bound on one store call.
+pub const DEFAULT_STORE_TIMEOUT: &str = "250ms";
 
 /// The whole file.
 #[derive(Debug, Default, Deserialize)]
@@ -99,6 +103,8 @@ pub struct FileConfig {
     pub websocket: WebSocketFile,
     /// `[tls]`: absent = plain HTTP.
     pub tls: Option<TlsFile>,
+    /// `[store]`: Valkey/Redis for state shared by instances; absent = in-process state.
+    pub store: Option<StoreFile>,
 }
 
 /// `[tls]`: the listener ends TLS with this certificate.
@@ -109,6 +115,26 @@ pub struct TlsFile {
     pub cert: Option<String>,
     /// PEM private key of the leaf (PKCS#8, RSA or EC).
     pub key: Option<String>,
+}
+
+/// `[store]`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreFile {
+    /// One node: `redis://host:port/db` or `rediss://` (TLS).
+    pub url: Option<String>,
+    /// A cluster's seed nodes.
+    pub urls: Option<Vec<String>>,
+    /// Environment variable holding the password (never in the file).
+    pub password_env: Option<String>,
+    /// Prepended to every key.
+    pub key_prefix: Option<String>,
+    /// Bound on one store call (`"250ms"`).
+    pub timeout: Option<String>,
+    /// `closed` | `open`.
+    pub on_failure: Option<String>,
+    /// `cookie` | `store`.
+    pub sessions: Option<String>,
 }
 
 /// `[session]`.

@@ -69,6 +69,15 @@ const LOG: &[Field] = &[
     field("access", Kind::Bool),
 ];
 const METRICS: &[Field] = &[field("listen", Kind::Str)];
+const STORE: &[Field] = &[
+    field("url", Kind::Str),
+    field("urls", Kind::Strings),
+    field("password_env", Kind::Str),
+    field("key_prefix", Kind::Str),
+    field("timeout", Kind::Str),
+    field("on_failure", Kind::Str),
+    field("sessions", Kind::Str),
+];
 const CSRF: &[Field] = &[
     field("mode", Kind::Str),
     field("allowed_origins", Kind::Strings),
@@ -131,6 +140,7 @@ pub(super) const ROOT: &[Field] = &[
     field("websocket", Kind::Table(WEBSOCKET)),
     field("tls", Kind::Table(TLS)),
     field("metrics", Kind::Table(METRICS)),
+    field("store", Kind::Table(STORE)),
 ];
 
 /// A file's table with every unknown key and wrong-typed value taken out, and the problems

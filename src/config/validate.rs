@@ -79,6 +79,10 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         Some(tls) => validate_tls(tls, &mut problems).map(Some),
         None => Some(None),
     };
+    let store = match &file.store {
+        Some(store) => validate_store(store, env, file.session.is_some(), &mut problems).map(Some),
+        None => Some(None),
+    };
     let session = match (&file.session, &file.oidc) {
         (None, None) => Some(None),
         (Some(session), Some(oidc)) => {
@@ -115,6 +119,7 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         Some(tls),
         Some(log),
         Some(metrics),
+        Some(store),
     ) = (
         problems.is_empty(),
         listen,
@@ -126,6 +131,7 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         tls,
         log,
         metrics,
+        store,
     )
     else {
         return Err(ConfigError::Invalid(problems));
@@ -142,6 +148,109 @@ pub(super) fn config(file: &FileConfig, env: &Env) -> Result<Config, ConfigError
         session,
         websocket,
         tls,
+        store,
+    })
+}
+
+fn validate_store(
+    s: &file::StoreFile,
+    env: &Env,
+    has_session: bool,
+    problems: &mut Vec<String>,
+) -> Option<super::StoreConfig> {
+    use crate::store::{OnFailure, SessionStorage, StoreSettings};
+    let before = problems.len();
+    let (urls, cluster) = match (&s.url, &s.urls) {
+        (Some(url), None) => (vec![url.clone()], false),
+        (None, Some(urls)) if !urls.is_empty() => (urls.clone(), true),
+        (None, Some(_)) => {
+            problems.push("store.urls: list at least one node of the cluster".into());
+            (Vec::new(), true)
+        }
+        (Some(_), Some(_)) => {
+            problems
+                .push("store: `url` (one node) and `urls` (a cluster) cannot both be set".into());
+            (Vec::new(), false)
+        }
+        (None, None) => {
+            problems.push(
+                "store: needs `url = \"redis://host:6379/0\"` (one node) or `urls = [...]` \
+                 (a cluster)"
+                    .into(),
+            );
+            (Vec::new(), false)
+        }
+    };
+    let place = if cluster { "store.urls" } else { "store.url" };
+    for url in &urls {
+        if let Err(problem) = crate::store::check_url(url, cluster) {
+            problems.push(format!("{place}: {problem}"));
+        }
+    }
+    let password = match &s.password_env {
+        None => None,
+        Some(name) => match env.var(name) {
+            Some(value) => Some(value.to_string()),
+            None => {
+                problems.push(format!(
+                    "store.password_env: the environment variable {name} is not set"
+                ));
+                None
+            }
+        },
+    };
+    let key_prefix = s
+        .key_prefix
+        .clone()
+        .unwrap_or_else(|| file::DEFAULT_STORE_KEY_PREFIX.into());
+    if key_prefix.contains(['{', '}']) {
+        problems.push(
+            "store.key_prefix: braces are not allowed (they would change the keys' cluster \
+             hash slot)"
+                .into(),
+        );
+    }
+    let timeout = check(
+        problems,
+        "store.timeout",
+        parse_duration(s.timeout.as_deref().unwrap_or(file::DEFAULT_STORE_TIMEOUT)).and_then(|d| {
+            if d.is_zero() || d > std::time::Duration::from_secs(30) {
+                Err("must be between 1ms and 30s".into())
+            } else {
+                Ok(d)
+            }
+        }),
+    );
+    let on_failure = check(
+        problems,
+        "store.on_failure",
+        OnFailure::parse(s.on_failure.as_deref().unwrap_or("closed")),
+    );
+    let sessions = check(
+        problems,
+        "store.sessions",
+        SessionStorage::parse(s.sessions.as_deref().unwrap_or("cookie")),
+    );
+    if sessions == Some(SessionStorage::Store) && !has_session {
+        problems.push(
+            "store.sessions: `store` keeps the token handler's sessions; it needs the \
+             [session] and [oidc] sections"
+                .into(),
+        );
+    }
+    if problems.len() != before {
+        return None;
+    }
+    Some(super::StoreConfig {
+        settings: StoreSettings {
+            urls,
+            cluster,
+            password,
+            key_prefix,
+            timeout: timeout?,
+        },
+        on_failure: on_failure?,
+        sessions: sessions?,
     })
 }
 

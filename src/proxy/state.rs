@@ -112,6 +112,8 @@ pub struct AppState {
     pub(crate) request_ids: Arc<RequestIds>,
     /// This route table's metric handles, when `[metrics]` is on.
     pub(crate) observer: Option<Arc<Observer>>,
+    /// The state shared with other instances, when `[store]` is configured.
+    pub(crate) shared: Option<Arc<crate::store::SharedState>>,
 }
 
 impl AppState {
@@ -130,13 +132,22 @@ impl AppState {
     pub fn with_lasting(config: Config, lasting: Arc<Lasting>) -> Result<Self, BoxError> {
         let client = Arc::new(build_client(&config)?);
         let guards = Guards::carry(&config, &lasting, None);
-        let tokens = config.session.clone().map(|settings| {
-            Arc::new(TokenHandler::new(
-                settings,
-                config.server.upstream_timeout,
-                lasting.logins.clone(),
-                None,
+        let shared = config.store.as_ref().map(|store| {
+            Arc::new(crate::store::SharedState::new(
+                store,
+                lasting.metrics.clone(),
             ))
+        });
+        let tokens = config.session.clone().map(|settings| {
+            Arc::new(
+                TokenHandler::new(
+                    settings,
+                    config.server.upstream_timeout,
+                    lasting.logins.clone(),
+                    None,
+                )
+                .with_shared(shared.clone()),
+            )
         });
         let observer = lasting
             .metrics
@@ -152,6 +163,7 @@ impl AppState {
                 RequestIds::new().map_err(|_| "the system random generator failed")?,
             ),
             observer,
+            shared,
         })
     }
 
@@ -168,7 +180,25 @@ impl AppState {
         } else {
             Arc::new(build_client(&config)?)
         };
+        // The store's client (and its connections) while `[store]` is the same; the token
+        // handler, which holds it, only then.
+        let shared = match (&self.shared, &config.store) {
+            (Some(shared), Some(new)) if old.store.as_ref().is_some_and(|o| o.is_same(new)) => {
+                Some(shared.clone())
+            }
+            (_, Some(new)) => Some(Arc::new(crate::store::SharedState::new(
+                new,
+                self.lasting.metrics.clone(),
+            ))),
+            (_, None) => None,
+        };
+        let same_store = match (&self.shared, &shared) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        };
         let same_session = same_timeout
+            && same_store
             && match (&old.session, &config.session) {
                 (Some(a), Some(b)) => a.is_same(b),
                 _ => false,
@@ -180,12 +210,15 @@ impl AppState {
         );
         let tokens = match (&self.tokens, config.session.clone()) {
             (Some(tokens), Some(_)) if same_session => Some(tokens.clone()),
-            (previous, Some(settings)) => Some(Arc::new(TokenHandler::new(
-                settings,
-                config.server.upstream_timeout,
-                self.lasting.logins.clone(),
-                previous.as_deref(),
-            ))),
+            (previous, Some(settings)) => Some(Arc::new(
+                TokenHandler::new(
+                    settings,
+                    config.server.upstream_timeout,
+                    self.lasting.logins.clone(),
+                    previous.as_deref(),
+                )
+                .with_shared(shared.clone()),
+            )),
             (_, None) => None,
         };
         // The new route table's handles, in the same registry.
@@ -202,6 +235,7 @@ impl AppState {
             lasting: self.lasting.clone(),
             request_ids: self.request_ids.clone(),
             observer,
+            shared,
         })
     }
 

@@ -44,6 +44,20 @@ pub(crate) fn log_failure(err: &ProxyError, f: &Failed<'_>) {
     let route = f.route.map_or("-", |r| r.prefix.as_str());
     let path = f.path.unwrap_or("-");
     let status = err.status().as_u16();
+    if let ProxyError::StoreUnavailable(cause) = err {
+        // Its own line: the route's upstream is not the one that failed.
+        tracing::warn!(
+            request_id = %request_id,
+            route,
+            method = %f.method,
+            path,
+            status,
+            error = %err,
+            cause = %cause,
+            "shared store failed: answered 503 with Retry-After (store.on_failure = \"closed\"); the session is left as it was"
+        );
+        return;
+    }
     match err.fault() {
         Fault::Client => tracing::info!(
             request_id = %request_id,
@@ -133,7 +147,8 @@ pub(crate) fn refusal(err: &ProxyError) -> Option<Refusal> {
         | ProxyError::IdpUnreachable(_)
         | ProxyError::IdpTimeout
         | ProxyError::IdpUnavailable
-        | ProxyError::IdpInvalid(_) => return None,
+        | ProxyError::IdpInvalid(_)
+        | ProxyError::StoreUnavailable(_) => return None,
     })
 }
 

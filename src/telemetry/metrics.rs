@@ -179,6 +179,11 @@ struct UpstreamErrorLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabel {
+    outcome: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct GuardLabel {
     guard: &'static str,
 }
@@ -208,6 +213,9 @@ pub struct Metrics {
     streams: [Gauge; 2],
     pool: Family<PoolLabels, Gauge>,
     refusals: [Counter; Refusal::ALL.len()],
+    /// Store calls that failed (`[store]`): answered 503 (`unavailable`), or by this
+    /// instance's own state (`fallback`, `on_failure = "open"`).
+    store_failures: [Counter; 2],
     /// The upstream client of the state loaded last, read at scrape time for the pool gauges.
     client: Mutex<Weak<UpstreamClient>>,
 }
@@ -297,6 +305,23 @@ impl Metrics {
                 })
                 .clone()
         });
+        let store_family = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "store_failures",
+            "Shared-store calls that failed, by what the request got instead: unavailable (a 503) or fallback (this instance's own state)",
+            store_family.clone(),
+        );
+        let store_unavailable = store_family
+            .get_or_create(&OutcomeLabel {
+                outcome: "unavailable",
+            })
+            .clone();
+        let store_fallback = store_family
+            .get_or_create(&OutcomeLabel {
+                outcome: "fallback",
+            })
+            .clone();
+        let store_failures = [store_unavailable, store_fallback];
         let start: Gauge = Gauge::default();
         start.set(
             std::time::SystemTime::now()
@@ -321,6 +346,7 @@ impl Metrics {
             streams,
             pool,
             refusals,
+            store_failures,
             client: Mutex::new(Weak::new()),
         }
     }
@@ -370,6 +396,12 @@ impl Metrics {
             sent: self.sent.get_or_create(&label).clone(),
             metrics: Arc::downgrade(self),
         }
+    }
+
+    /// Counts a refusal by `guard`.
+    /// Counts a failed store call: `fell_back` when this instance's own state answered.
+    pub(crate) fn store_failed(&self, fell_back: bool) {
+        self.store_failures[usize::from(fell_back)].inc();
     }
 
     /// Counts a refusal by `guard`.

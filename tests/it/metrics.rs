@@ -247,6 +247,7 @@ async fn labels_stay_within_their_bounded_sets() {
             ],
         ),
         ("state", vec!["idle", "active"]),
+        ("outcome", vec!["unavailable", "fallback"]),
         ("upstream", vec![upstream_label.as_str(), "127.0.0.1:1"]),
         ("le", vec![]),
     ]);

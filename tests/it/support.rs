@@ -8,6 +8,7 @@
 
 mod browser;
 mod idp;
+pub mod redis;
 mod upstream;
 
 pub use browser::*;

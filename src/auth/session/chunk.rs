@@ -108,6 +108,14 @@ impl std::fmt::Debug for CookieChunk {
 
 /// The cookies that carry `sealed`: `NAME` alone when `NAME=value` fits in [`COOKIE_BUDGET`],
 /// else `NAME.0`, `NAME.1`, ... each filled up to the budget.
+/// The one cookie holding a session handle (`[store] sessions = "store"`): short, never split.
+pub(crate) fn handle(name: &CookieName, handle: &str) -> Vec<CookieChunk> {
+    vec![CookieChunk {
+        name: name.as_str().to_owned(),
+        value: handle.to_owned(),
+    }]
+}
+
 pub(crate) fn split(name: &CookieName, sealed: &Sealed) -> Vec<CookieChunk> {
     let name = name.as_str();
     let mut rest = sealed.as_str();

@@ -585,3 +585,32 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn handles_are_random_cookie_octets_and_never_look_like_a_sealed_session() {
+    let a = new_handle().unwrap();
+    let b = new_handle().unwrap();
+    assert_ne!(a, b);
+    assert!(is_handle(&a) && is_handle(&b));
+    let keys = keys_of(&[[7; 32]]);
+    let sealed = seal(&keys, &name("cg"), b"").unwrap();
+    assert!(
+        !is_handle(sealed.as_str()),
+        "even an empty payload seals longer"
+    );
+    assert!(!is_handle(&a[..42]));
+    assert!(!is_handle(&format!("{}=", &a[..42])));
+}
+
+#[test]
+fn a_value_sealed_with_an_older_key_is_told_apart() {
+    let old = keys_of(&[[1; 32]]);
+    let rotated = keys_of(&[[2; 32], [1; 32]]);
+    let by_old = seal(&old, &name("cg"), b"session").unwrap();
+    let by_new = seal(&rotated, &name("cg"), b"session").unwrap();
+    assert!(old.sealed_with_first(by_old.as_str()));
+    assert!(!rotated.sealed_with_first(by_old.as_str()));
+    assert!(rotated.sealed_with_first(by_new.as_str()));
+    assert!(!rotated.sealed_with_first("garbage"));
+    assert!(!rotated.sealed_with_first(""));
+}
