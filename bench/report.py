@@ -2,7 +2,7 @@
 """Turns bench/run.sh's raw results (round, target, metric, value per line) into Markdown.
 
 Each figure is the median over the rounds; the ratio beside it is to nginx in the same run.
-A second table checks cookiegate against the targets of issue 5. Standard library only.
+A second table checks cookiegate against the performance targets set for it. Standard library only.
 """
 
 import statistics
@@ -151,7 +151,7 @@ def goals(med, growth):
         add("no RSS growth after 1 million requests (≤ 0.5 MiB over the 2nd million)",
             f"{before:.1f} MiB after the 1st million, {after:.1f} MiB after {n:,.0f}",
             n >= 2_000_000 and after - before <= 0.5)
-    return "| cookiegate target (issue 5) | measured | |\n|---|---|---|\n" + "\n".join(rows)
+    return "| cookiegate target | measured | |\n|---|---|---|\n" + "\n".join(rows)
 
 
 def main():

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bounded load test for cookiegate (issue 3): loopback only, stops by itself.
+# Bounded load test for cookiegate: loopback only, stops by itself.
 #
 #   scripts/load-test.sh                 # about 60 s of load, ~90 s in all once built
 #   LOAD_SECS=20 scripts/load-test.sh    # shorter

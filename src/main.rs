@@ -139,8 +139,11 @@ fn serve(cli: RunArgs, source: Source, config: Config) -> anyhow::Result<()> {
         let metrics = match &config.metrics {
             Some(settings) => {
                 let listener = cookiegate::server::bind(settings.listen).map_err(|e| {
-                    anyhow::anyhow!(cookiegate::server::bind_error(settings.listen, &e))
-                        .context("[metrics] listen")
+                    anyhow::anyhow!(
+                        "cannot listen on {} for metrics: {e}: choose another address in \
+                         [metrics] listen",
+                        settings.listen
+                    )
                 })?;
                 Some((listener, Arc::new(Metrics::new())))
             }

@@ -184,7 +184,7 @@ async fn proxy<'c>(
         },
     };
     if state.shared.is_some() {
-        load_stored_session(state, req.uri().path(), req.headers()).await?;
+        Box::pin(load_stored_session(state, req.uri().path(), req.headers())).await?;
     }
     let forward = match admission::admit(config, &state.guards, &facts) {
         // Probes stay out of the access log and the metrics: they would drown them.
@@ -222,8 +222,16 @@ async fn proxy<'c>(
                 log.set_route(forward.route);
             }
             seen.route = Some(forward.route);
-            take_rate(state, forward.rate.take()).await?;
-            check_revoked(state, forward.session.as_ref(), req.headers()).await?;
+            // Only with `[store]`: the plain path awaits nothing here.
+            if state.shared.is_some() {
+                Box::pin(take_rate(state, forward.rate.take())).await?;
+                Box::pin(check_revoked(
+                    state,
+                    forward.session.as_ref(),
+                    req.headers(),
+                ))
+                .await?;
+            }
             forward
         }
         Err(err) => {

@@ -273,7 +273,7 @@ fn classify(rest: &[u8]) -> (Token, usize) {
         [0, ..] => (Token::Nul, 1),
         // Only a real escape (two hex digits) is one token. A stray `%` is a plain byte: taking
         // the next two bytes with it would hide a separator or an escape behind it (`;%/../x`
-        // and `%%00` slipped through that way; found by the `guards` fuzz checks, issue 3).
+        // and `%%00` slipped through that way; found by the `guards` fuzz checks).
         [b'%', hi, lo, ..] if hi.is_ascii_hexdigit() && lo.is_ascii_hexdigit() => {
             match (hi.to_ascii_lowercase(), lo.to_ascii_lowercase()) {
                 (b'2', b'f') | (b'5', b'c') => (Token::Separator, 3),
@@ -576,7 +576,7 @@ mod tests {
             "/a\0b",
             "/x/%2e%2e%5c",
             "/.;",
-            // Issue 3: a stray `%` must not swallow the separator or escape after it.
+            // a stray `%` must not swallow the separator or escape after it.
             "/;%/../admin",
             "/;x%/..%2fadmin",
             "/%%00",
@@ -589,7 +589,7 @@ mod tests {
 
     #[test]
     fn seed_exploits_keep_the_configured_host() {
-        // Regression for issue 2: the seed sent the bearer token to evil.example for these.
+        // Regression: the seed sent the bearer token to evil.example for these.
         let base = UpstreamBase::parse("http://127.0.0.1:8000").unwrap();
         for rest in [
             "/%5Cevil.example/x",

@@ -210,11 +210,12 @@ pub struct Store {
     /// Made on first use, not at startup: a store that is down when cookiegate starts must not
     /// keep it from serving the routes that do not need it. Once made, the connection
     /// reconnects by itself.
-    conn: std::sync::Arc<tokio::sync::OnceCell<Conn>>,
+    conn: std::sync::Arc<Connecting>,
     settings: std::sync::Arc<StoreSettings>,
     gcra: Script,
     unlock: Script,
     first_then_set: Script,
+    replace_if: Script,
 }
 
 impl std::fmt::Debug for Store {
@@ -224,6 +225,23 @@ impl std::fmt::Debug for Store {
             .finish_non_exhaustive()
     }
 }
+
+/// The connection, once made, and the attempt making it.
+#[derive(Default)]
+struct Connecting {
+    made: tokio::sync::OnceCell<Conn>,
+    /// An attempt runs (in a task of its own).
+    running: std::sync::atomic::AtomicBool,
+    /// Signalled when an attempt ends.
+    ended: tokio::sync::Notify,
+    /// Why the last attempt failed.
+    failure: std::sync::Mutex<Option<String>>,
+}
+
+/// How long an attempt to connect may take: longer than one call's `timeout` (a TLS handshake
+/// and authentication across a network can take more), and never waited for by a request
+/// beyond its own `timeout` (the attempt goes on in its own task).
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// One GCRA step. KEYS[1]: the bucket (its theoretical arrival time, microseconds on the
 /// store's clock). ARGV[1]: the emission interval `t`, ARGV[2]: the tolerance `tau`, both in
@@ -257,6 +275,16 @@ end
 return 0
 ";
 
+/// Sets KEYS[1] to ARGV[2] (for ARGV[3] ms) only if it still holds ARGV[1]; returns 1 when it
+/// did.
+const REPLACE_IF: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0
+";
+
 /// Deletes KEYS[1] only if it still holds ARGV[1] (the holder's token).
 const UNLOCK: &str = r"
 if redis.call('GET', KEYS[1]) == ARGV[1] then
@@ -274,6 +302,7 @@ impl Store {
             gcra: Script::new(GCRA),
             unlock: Script::new(UNLOCK),
             first_then_set: Script::new(FIRST_THEN_SET),
+            replace_if: Script::new(REPLACE_IF),
         }
     }
 
@@ -297,14 +326,61 @@ impl Store {
         Ok(())
     }
 
-    /// The connection, made now if it was not yet (bounded by the caller's timeout).
+    /// The connection. If it is not made yet, an attempt runs in a task of its own (bounded by
+    /// [`CONNECT_TIMEOUT`]); the caller waits for it within its own `timeout` only.
     async fn conn(&self) -> StoreResult<&Conn> {
+        use std::sync::atomic::Ordering;
+        if let Some(conn) = self.conn.made.get() {
+            return Ok(conn);
+        }
+        let ended = self.conn.ended.notified();
+        tokio::pin!(ended);
+        ended.as_mut().enable();
+        if let Some(conn) = self.conn.made.get() {
+            return Ok(conn);
+        }
+        if !self.conn.running.swap(true, Ordering::SeqCst) {
+            let store = self.clone();
+            tokio::spawn(async move {
+                let made = tokio::time::timeout(
+                    CONNECT_TIMEOUT,
+                    store.conn.made.get_or_try_init(|| store.open_connection()),
+                )
+                .await;
+                let failure = match made {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(err)) => Some(err.to_string()),
+                    Err(_) => Some(format!("no connection within {CONNECT_TIMEOUT:?}")),
+                };
+                *store
+                    .conn
+                    .failure
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = failure;
+                store.conn.running.store(false, Ordering::SeqCst);
+                store.conn.ended.notify_waiters();
+            });
+        }
+        ended.await;
+        self.conn.made.get().ok_or_else(|| {
+            let failure = self
+                .conn
+                .failure
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .clone();
+            StoreError::Failed(failure.unwrap_or_else(|| "cannot connect".into()))
+        })
+    }
+
+    /// One attempt to connect.
+    async fn open_connection(&self) -> StoreResult<Conn> {
         let settings = &self.settings;
-        self.conn
-            .get_or_try_init(|| async {
+        {
+            {
                 if settings.cluster {
                     let mut builder = redis::cluster::ClusterClient::builder(settings.urls.clone())
-                        .connection_timeout(settings.timeout)
+                        .connection_timeout(CONNECT_TIMEOUT)
                         .response_timeout(settings.timeout);
                     if let Some(password) = &settings.password {
                         builder = builder.password(password.clone());
@@ -321,15 +397,42 @@ impl Store {
                     }
                     let client = redis::Client::open(info)?;
                     let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(settings.timeout))
+                        .set_connection_timeout(Some(CONNECT_TIMEOUT))
                         .set_response_timeout(Some(settings.timeout))
                         .set_max_delay(Duration::from_secs(2));
                     Ok(Conn::Single(
                         ConnectionManager::new_with_config(client, config).await?,
                     ))
                 }
-            })
-            .await
+            }
+        }
+    }
+
+    /// The bound on one call (`timeout`).
+    pub fn timeout(&self) -> Duration {
+        self.settings.timeout
+    }
+
+    /// Replaces the value of `key` with `new` (for `ttl`) only if it still is `old`: true when
+    /// it did. A write that must not undo another instance's newer one.
+    ///
+    /// # Errors
+    /// A store failure.
+    pub async fn replace_if(
+        &self,
+        key: &str,
+        old: &[u8],
+        new: &[u8],
+        ttl: Duration,
+    ) -> StoreResult<bool> {
+        let replaced: i64 = self
+            .script(
+                &self.replace_if,
+                &[key],
+                &[old, new, millis(ttl).to_string().as_bytes()],
+            )
+            .await?;
+        Ok(replaced == 1)
     }
 
     /// The key for `kind` and the thing it names (a session id, a `sid`, a client key): the
@@ -689,6 +792,26 @@ impl SharedState {
         let ttl = Duration::from_secs(until.saturating_sub(crate::auth::oidc::now()).max(1));
         self.store
             .put(&self.handle_key(handle), sealed.as_bytes(), ttl)
+            .await
+    }
+
+    /// Seals `handle`'s session again (with the first key) only if the store still holds
+    /// `old`: a refresh on another instance in between is never undone.
+    pub(crate) async fn reseal_session(
+        &self,
+        handle: &str,
+        old: &str,
+        new: &str,
+        until: u64,
+    ) -> StoreResult<bool> {
+        let ttl = Duration::from_secs(until.saturating_sub(crate::auth::oidc::now()).max(1));
+        self.store
+            .replace_if(
+                &self.handle_key(handle),
+                old.as_bytes(),
+                new.as_bytes(),
+                ttl,
+            )
             .await
     }
 

@@ -1,4 +1,4 @@
-//! The `guards` fuzz target's checks, run under proptest in `cargo test` (issue 3, "Proof").
+//! The `guards` fuzz target's checks, run under proptest in `cargo test` (the "Proof" requirements).
 //!
 //! libFuzzer needs `cargo fuzz` (see `fuzz/README.md`); these run the same checks, from
 //! `fuzz/checks.rs`, on every `cargo test`: tens of thousands of arbitrary byte strings decoded the
@@ -232,7 +232,7 @@ static CONFIGS: LazyLock<Vec<Config>> = LazyLock::new(|| {
     configs
 });
 
-/// Issue 3: the inputs that got past the path check before stray `%` bytes stopped swallowing
+/// the inputs that got past the path check before stray `%` bytes stopped swallowing
 /// what follows them. The first is the `guards` fuzz target's crash file, byte for byte, so its
 /// decoding is replayed exactly; the others are the same bug as request targets.
 #[test]
@@ -316,7 +316,7 @@ proptest! {
         checks::check_csrf(&policy, &method, &header_map(&pairs), host.as_ref());
     }
 
-    /// Issue 3: in origin mode an unsafe request a browser marks cross-site never passes, whatever
+    /// in origin mode an unsafe request a browser marks cross-site never passes, whatever
     /// else it carries (even its own site's Origin, an allowed Origin or the CSRF header).
     #[test]
     fn cross_site_unsafe_requests_are_always_refused_in_origin_mode(
@@ -366,7 +366,7 @@ proptest! {
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(1_000))]
 
-    /// Issue 3: the route a path lands on, its upstream URI and the guards' answer are the same
+    /// the route a path lands on, its upstream URI and the guards' answer are the same
     /// whatever order the routes were declared in.
     #[test]
     fn guard_decisions_do_not_depend_on_route_order(

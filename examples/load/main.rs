@@ -1,4 +1,4 @@
-//! Bounded load test for cookiegate, driven by `scripts/load-test.sh` (issue 3, "Proof").
+//! Bounded load test for cookiegate, driven by `scripts/load-test.sh` (the "Proof" requirements).
 //!
 //! ```text
 //! load --gateway target/release/cookiegate [--secs 60] [--max-requests 2000000]

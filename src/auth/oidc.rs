@@ -511,7 +511,12 @@ impl TokenHandler {
                     // outlives the old key's removal (best effort; tried again next time).
                     if let Ok(again) = opened.session.seal(self.keys(), &self.settings.cookie) {
                         let _ = shared
-                            .put_session(&handle, again.as_str(), opened.session.expires_at)
+                            .reseal_session(
+                                &handle,
+                                &sealed,
+                                again.as_str(),
+                                opened.session.expires_at,
+                            )
                             .await;
                     }
                 }
@@ -1252,7 +1257,15 @@ impl TokenHandler {
         let outcome = self
             .refresher
             .refresh(token_key, self.timeout, || {
-                let hold = parts.timeout + Duration::from_secs(5);
+                // The lock must outlast everything its holder does before the outcome is in the
+                // store: a read, the IdP call (`parts.timeout`), the write and the release; if it
+                // expired first, another instance could redeem the same token.
+                let hold = parts.timeout
+                    + Duration::from_secs(5)
+                    + self
+                        .shared
+                        .as_ref()
+                        .map_or(Duration::ZERO, |s| s.store.timeout() * 4);
                 let redeem = refresh_task(
                     parts,
                     provider.token_endpoint.clone(),

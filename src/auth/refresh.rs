@@ -148,6 +148,12 @@ impl Refresher {
 /// How often an instance waiting for another's refresh looks for its outcome.
 const POLL: Duration = Duration::from_millis(20);
 
+/// How long an outcome stays in the shared store: longer than [`GRACE`], since with sessions in
+/// the store a store failure right after a refresh can leave the old tokens under the session's
+/// handle; until this runs out, the next refresh finds the new ones here instead of redeeming
+/// the consumed token (sealed like the session, so nothing readable is kept longer).
+const KEPT_IN_STORE: Duration = Duration::from_secs(600);
+
 /// What an outcome left in the store for the other instances says about an ended grant.
 const EXPIRED: &[u8] = b"expired";
 
@@ -216,7 +222,7 @@ where
                 if let Some(keep) = keep {
                     // Lost, the others would wait for the lock to go and then redeem the
                     // consumed token: say so loudly (the grant may be revoked).
-                    if let Err(err) = store.put(&outcome_key, &keep, GRACE).await {
+                    if let Err(err) = store.put(&outcome_key, &keep, KEPT_IN_STORE).await {
                         tracing::error!(error = %err, "a refresh's outcome could not be left in the shared store");
                     }
                 }
@@ -225,6 +231,9 @@ where
             }
             Ok(false) => {}
             Err(err) => {
+                // The lock may have been taken all the same (an answer lost to the timeout):
+                // release it if it is ours, or every refresh of this session waits it out.
+                let _ = store.unlock(&lock_key, &token).await;
                 return match fallback(err) {
                     Some(()) => run().await,
                     None => Outcome::StoreFailed,

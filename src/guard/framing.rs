@@ -4,7 +4,7 @@
 //! §6.3: it frames the body by `Transfer-Encoding`, leaves `Content-Length` out of the headers
 //! it passes on, and closes the connection after the answer. That framing is safe, but the
 //! request would still be forwarded, and the shape is the classic smuggling probe cookiegate
-//! refuses (issue 3). The header is gone by the time [`admit`](crate::admission::admit)
+//! refuses. The header is gone by the time [`admit`](crate::admission::admit)
 //! runs, so [`FramingScanner`] reads the raw bytes of an HTTP/1 connection as hyper reads them,
 //! follows its message framing the same way (heads through the same `httparse`, bodies by
 //! hyper's rules) and reports which request heads carried both; [`FramingWatch`] hands that to

@@ -18,12 +18,13 @@
 //!   landed) as long as the IdP and client id are the same: a refresh token redeemed a second
 //!   time by a new handler could end the session at an IdP that rotates refresh tokens;
 //! - **the token handler as a whole** (the discovered IdP, refreshes in flight, the single
-//!   flight that makes concurrent requests share one refresh) when `[session]`, `[oidc]` and
-//!   `upstream_timeout` are unchanged: a second refresh of a rotated refresh token would end
+//!   flight that makes concurrent requests share one refresh) when `[session]`, `[oidc]`,
+//!   `[store]` and `upstream_timeout` are unchanged: a second refresh of a rotated refresh token would end
 //!   the user's session. The cache of opened sessions goes with it: when the keys change, a
 //!   cookie sealed with a removed key must no longer open;
 //! - **the rate-limit buckets** when `per_second`, `burst` and `key` are unchanged (a reload
 //!   must not hand every client a fresh burst); a changed limit starts afresh;
+//! - **the shared store's client** (`[store]`) when `[store]` is unchanged;
 //! - **the upstream client and its keep-alive pools** when the set of upstream and IdP origins
 //!   and `upstream_timeout` (its connect timeout) are unchanged; otherwise a new client, and
 //!   the old one's connections close when the last request using them ends.
@@ -46,8 +47,8 @@ use crate::telemetry::request_id::RequestIds;
 use crate::upstream::UpstreamClient;
 
 /// What outlives every config: built once by whoever runs the server, and handed from each
-/// [`AppState`] to the next at a reload. Long-lived shared things (and, later, metrics) belong
-/// here, not in anything rebuilt from a config.
+/// [`AppState`] to the next at a reload. Long-lived shared things (the TLS certificate, the metrics
+/// registry) belong here, not in anything rebuilt from a config.
 #[derive(Debug, Default)]
 pub struct Lasting {
     /// Sessions logged out before their cookie expired.

@@ -101,7 +101,6 @@ impl Live {
         for line in config.needs_restart(&running.config) {
             tracing::warn!("{line}");
         }
-        reload_tls(&running.lasting, &config);
         let next = match running.next(config) {
             Ok(next) => Arc::new(next),
             Err(err) => {
@@ -109,6 +108,8 @@ impl Live {
                 return false;
             }
         };
+        // Only once the new state is built: a refused reload changes nothing, TLS included.
+        reload_tls(&running.lasting, &next.config);
         let routes = next.config.routes.in_file_order().len();
         *self
             .inner

@@ -54,7 +54,7 @@ pub(crate) fn log_failure(err: &ProxyError, f: &Failed<'_>) {
             status,
             error = %err,
             cause = %cause,
-            "shared store failed: answered 503 with Retry-After (store.on_failure = \"closed\"); the session is left as it was"
+            "shared store failed: answered 503 with Retry-After; the session is left as it was"
         );
         return;
     }

@@ -1,4 +1,4 @@
-//! Abuse limits through real sockets (issue 3, "Abuse limits"): oversized heads, too many
+//! Abuse limits through real sockets (the "Abuse limits" requirements): oversized heads, too many
 //! headers, too many connections, hostile session cookies, authority-form targets and request
 //! smuggling shapes are refused before anything reaches the upstream, and the gateway keeps
 //! serving afterwards. Requests are written as raw bytes where an HTTP client would refuse to

@@ -1,4 +1,4 @@
-//! CSRF through real sockets (issue 3, "CSRF"): unsafe methods from another site never reach
+//! CSRF through real sockets (the "CSRF" requirements): unsafe methods from another site never reach
 //! the upstream with the user's token, whichever route they aim at and whichever HTTP version
 //! carries them; requests a browser cannot have been tricked into sending pass. Plus the order
 //! of the guards (`guard.rs`, `proxy.rs` module docs), pinned by requests that fail two checks

@@ -1102,7 +1102,7 @@ async fn answers_are_the_same_straight_and_through_cookiegate() {
 
 #[tokio::test]
 async fn encoded_slashes_and_backslashes_cannot_change_the_upstream_host() {
-    // regression: issue 2, seed sent the token to another host (`new URL(path, BACKEND_URL)`
+    // regression: seed sent the token to another host (`new URL(path, BACKEND_URL)`
     // read `/%5Cevil.example/x` and `/%2F%2Fevil.example/x` as a host).
     let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
@@ -1136,7 +1136,7 @@ async fn encoded_slashes_and_backslashes_cannot_change_the_upstream_host() {
 
 #[tokio::test]
 async fn absolute_form_targets_still_go_to_the_configured_upstream() {
-    // regression: issue 2, seed sent the token to another host.
+    // regression: seed sent the token to another host.
     let upstream = TestUpstream::echo_ok().await;
     let gateway = Gateway::single(&upstream.url()).await;
     let answer = raw_answer(

@@ -1,4 +1,4 @@
-//! Rate limits through real sockets (issue 3, "Rate limiting"): a client over its burst gets
+//! Rate limits through real sockets (the "Rate limiting" requirements): a client over its burst gets
 //! 429 with `Retry-After` and the upstream never sees the excess; the key (IP, session, both)
 //! decides who shares a bucket; `X-Forwarded-For` is believed only from trusted proxies.
 //!

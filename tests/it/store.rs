@@ -235,3 +235,28 @@ async fn an_unreachable_store_is_an_error_at_startup_naming_no_secret() {
     assert!(!err.to_string().contains("hunter2"), "{err}");
     assert!(!format!("{s:?}").contains("hunter2"), "{s:?}");
 }
+
+#[tokio::test]
+async fn a_password_from_the_environment_is_used_and_a_wrong_one_refused() {
+    let port = {
+        let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        probe.local_addr().unwrap().port()
+    };
+    let node =
+        RedisNode::start_with("password", port, &["--requirepass", "s3cret-for-the-test"]).await;
+    let mut good = settings(vec![node.url()], false, Duration::from_millis(500));
+    good.password = Some("s3cret-for-the-test".into());
+    let store = Store::connect(&good).await.expect("the right password");
+    store
+        .put(&store.key("s", b"x"), b"v", Duration::from_secs(5))
+        .await
+        .unwrap();
+    let mut bad = good.clone();
+    bad.password = Some("wrong".into());
+    let err = Store::connect(&bad)
+        .await
+        .expect_err("a wrong password is refused");
+    assert!(!err.to_string().contains("wrong"), "{err}");
+    let none = settings(vec![node.url()], false, Duration::from_millis(500));
+    assert!(Store::connect(&none).await.is_err(), "no password, refused");
+}

@@ -1,6 +1,6 @@
 //! Client identity behind trusted proxies (`[server] trusted_proxies`), through real sockets:
 //! what a TLS load balancer in front says about the client reaches the upstream and the CSRF
-//! check, with no `[rate_limit]` section at all (issue 9: the setting used to live there).
+//! check, with no `[rate_limit]` section at all (the setting used to live there).
 
 use crate::support::*;
 

@@ -256,7 +256,7 @@ async fn a_content_length_list_of_equal_values_is_delivered_as_that_length() {
         let answer = get_through(&gateway, "/list").await;
         assert_eq!(answer.status, 200);
         assert_eq!(answer.body, "hello");
-        // Issue 9, defect 2: one value goes on, not the list (RFC 9110 §8.6).
+        // A defect found in review: one value goes on, not the list (RFC 9110 §8.6).
         assert_eq!(answer.header("content-length"), Some("5"));
     }
     assert_eq!(upstream.accepted(), 1);
@@ -1170,10 +1170,10 @@ async fn an_upload_and_its_answer_stream_both_ways_at_once() {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Issue 9: defects a malicious or buggy upstream triggered
+// Defects a malicious or buggy upstream triggered
 // ---------------------------------------------------------------------------------------------
 
-/// Issue 9, defect 1: on a reused client connection, an upstream that broke right after its
+/// Found in review: on a reused client connection, an upstream that broke right after its
 /// response head (a malformed first chunk, or a body cut short) left the client with a
 /// connection closed without a byte, which browsers answer by sending the request again: the
 /// upstream ran the POST twice. Whatever the upstream does, the client gets a status line.
@@ -1243,7 +1243,7 @@ async fn a_body_cut_short_still_gives_the_client_a_status_line() {
     .await;
 }
 
-/// Issue 9, defect 3: a valid chunked answer with 40 trailer fields was lost (502 or a broken
+/// Found in review: a valid chunked answer with 40 trailer fields was lost (502 or a broken
 /// transfer) to a fixed array of 32; hyper accepts 100.
 #[tokio::test]
 async fn an_answer_with_forty_trailer_fields_is_delivered() {
@@ -1271,7 +1271,7 @@ async fn an_answer_with_forty_trailer_fields_is_delivered() {
     gateway.stop().await;
 }
 
-/// Issue 9, defect 4: a valid 2 KiB chunk extension was lost to a 1 KiB size-line limit.
+/// Found in review: a valid 2 KiB chunk extension was lost to a 1 KiB size-line limit.
 #[tokio::test]
 async fn an_answer_with_a_two_kib_chunk_extension_is_delivered() {
     let upstream = scripted(|mut wire| async move {
@@ -1291,7 +1291,7 @@ async fn an_answer_with_a_two_kib_chunk_extension_is_delivered() {
     gateway.stop().await;
 }
 
-/// Issue 9, defect 5: `Transfer-Encoding: gzip, chunked` reached the upstream as plain bytes
+/// Found in review: `Transfer-Encoding: gzip, chunked` reached the upstream as plain bytes
 /// with the gzip coding lost. cookiegate cannot pass a coding on (the field is hop-by-hop), so
 /// it answers 501 (RFC 9112 §6.1), as nginx does, and the upstream sees nothing.
 #[tokio::test]

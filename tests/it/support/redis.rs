@@ -63,16 +63,18 @@ impl RedisNode {
             .spawn()
             .expect("redis-server runs (apt-get install redis-server; .ci/run installs it)");
         self.child = Some(child);
-        let url = self.url();
+        let port = self.port;
         within("redis-server to answer PING", async {
             loop {
-                if let Ok(client) = ::redis::Client::open(url.as_str()) {
-                    if let Ok(mut conn) = client.get_multiplexed_async_connection().await {
-                        let pong: ::redis::RedisResult<String> =
-                            ::redis::cmd("PING").query_async(&mut conn).await;
-                        if pong.is_ok() {
-                            return;
-                        }
+                // Raw RESP, so a node with `--requirepass` counts as up too (it answers
+                // `-NOAUTH`): what matters here is that it answers.
+                if let Ok(mut conn) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await {
+                    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+                    let mut answer = [0u8; 64];
+                    if conn.write_all(b"PING\r\n").await.is_ok()
+                        && matches!(conn.read(&mut answer).await, Ok(n) if n > 0)
+                    {
+                        return;
                     }
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
