@@ -376,35 +376,31 @@ impl Store {
     /// One attempt to connect.
     async fn open_connection(&self) -> StoreResult<Conn> {
         let settings = &self.settings;
-        {
-            {
-                if settings.cluster {
-                    let mut builder = redis::cluster::ClusterClient::builder(settings.urls.clone())
-                        .connection_timeout(CONNECT_TIMEOUT)
-                        .response_timeout(settings.timeout);
-                    if let Some(password) = &settings.password {
-                        builder = builder.password(password.clone());
-                    }
-                    let client = builder.build()?;
-                    Ok::<_, StoreError>(Conn::Cluster(client.get_async_connection().await?))
-                } else {
-                    let mut info = redis::IntoConnectionInfo::into_connection_info(
-                        settings.urls.first().map_or("", String::as_str),
-                    )?;
-                    if let Some(password) = &settings.password {
-                        let redis_settings = info.redis_settings().clone().set_password(password);
-                        info = info.set_redis_settings(redis_settings);
-                    }
-                    let client = redis::Client::open(info)?;
-                    let config = ConnectionManagerConfig::new()
-                        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-                        .set_response_timeout(Some(settings.timeout))
-                        .set_max_delay(Duration::from_secs(2));
-                    Ok(Conn::Single(
-                        ConnectionManager::new_with_config(client, config).await?,
-                    ))
-                }
+        if settings.cluster {
+            let mut builder = redis::cluster::ClusterClient::builder(settings.urls.clone())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(settings.timeout);
+            if let Some(password) = &settings.password {
+                builder = builder.password(password.clone());
             }
+            let client = builder.build()?;
+            Ok::<_, StoreError>(Conn::Cluster(client.get_async_connection().await?))
+        } else {
+            let mut info = redis::IntoConnectionInfo::into_connection_info(
+                settings.urls.first().map_or("", String::as_str),
+            )?;
+            if let Some(password) = &settings.password {
+                let redis_settings = info.redis_settings().clone().set_password(password);
+                info = info.set_redis_settings(redis_settings);
+            }
+            let client = redis::Client::open(info)?;
+            let config = ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                .set_response_timeout(Some(settings.timeout))
+                .set_max_delay(Duration::from_secs(2));
+            Ok(Conn::Single(
+                ConnectionManager::new_with_config(client, config).await?,
+            ))
         }
     }
 
